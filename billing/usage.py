@@ -1,0 +1,234 @@
+"""Recording usage events from the relay: idempotent on the request id, one ledger debit per
+account per batch, rollups in the same transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+
+from catalog.models import PriceVersion
+from keys.models import ApiKey
+
+from . import ledger, sync
+from .models import Account, LedgerEntry, UsageEvent
+from .pricing import Price, cost
+
+log = logging.getLogger(__name__)
+
+STATUSES = {choice.value for choice in UsageEvent.Status}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    request_id: str
+    account: int
+    key: int
+    model: str
+    provider: str
+    upstream_model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost: Decimal
+    price_version: int | None
+    estimated: bool
+    status: str
+    http_status: int
+    streamed: bool
+    started_at: datetime
+    duration_ms: int
+    ttfb_ms: int | None
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Event:
+        status = str(raw.get("status", "ok"))
+        ttfb = raw.get("ttfb_ms")
+        return cls(
+            request_id=str(raw["request_id"])[:64],
+            account=int(raw["account"]),
+            key=int(raw["key"]),
+            model=str(raw["model"])[:100],
+            provider=str(raw.get("provider", ""))[:50],
+            upstream_model=str(raw.get("upstream_model", ""))[:150],
+            prompt_tokens=max(0, int(raw.get("prompt_tokens", 0))),
+            completion_tokens=max(0, int(raw.get("completion_tokens", 0))),
+            cached_tokens=max(0, int(raw.get("cached_tokens", 0))),
+            cost=Decimal(str(raw.get("cost", "0"))),
+            price_version=int(raw["price_version"]) if raw.get("price_version") else None,
+            estimated=bool(raw.get("estimated", False)),
+            status=status if status in STATUSES else UsageEvent.Status.ERROR,
+            http_status=int(raw.get("http_status", 200)),
+            streamed=bool(raw.get("streamed", False)),
+            started_at=datetime.fromtimestamp(float(raw["started_at"]), tz=UTC),
+            duration_ms=max(0, int(raw.get("duration_ms", 0))),
+            ttfb_ms=int(ttfb) if ttfb is not None else None,
+        )
+
+
+def _priced(events: list[Event]) -> dict[str, Decimal]:
+    """The worker computes each cost again with the same function from the price version the
+    relay charged at; the relay's figure is kept only if that version is unknown here."""
+    wanted = {(e.model, e.price_version) for e in events if e.price_version}
+    prices: dict[tuple[str, int], Price] = {}
+    if wanted:
+        rows = PriceVersion.objects.filter(
+            model_id__in={m for m, _ in wanted}, version__in={v for _, v in wanted}
+        )
+        for row in rows:
+            prices[(row.model_id, row.version)] = Price(
+                version=row.version,
+                input=row.input,
+                output=row.output,
+                cached_input=row.cached_input if row.cached_input is not None else row.input,
+            )
+    result = {}
+    for e in events:
+        price = prices.get((e.model, e.price_version or 0))
+        if price is None or e.cost == 0:
+            # A failed request costs nothing whatever its counts say.
+            result[e.request_id] = e.cost
+        else:
+            result[e.request_id] = cost(
+                price,
+                prompt_tokens=e.prompt_tokens,
+                completion_tokens=e.completion_tokens,
+                cached_tokens=e.cached_tokens,
+            )
+    return result
+
+
+_ROLLUP_SQL = """
+INSERT INTO billing_dailyusage
+    (account_id, day, key_id, model_id, requests, prompt_tokens, completion_tokens, cost)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (account_id, day, key_id, model_id) DO UPDATE SET
+    requests = billing_dailyusage.requests + excluded.requests,
+    prompt_tokens = billing_dailyusage.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = billing_dailyusage.completion_tokens + excluded.completion_tokens,
+    cost = billing_dailyusage.cost + excluded.cost
+"""
+
+
+def record_batch(raw_events: list[dict[str, Any]]) -> int:
+    """Record what is new in the batch and debit it; returns how many events were new.
+
+    Repeating a batch (a redelivery, a replayed spool) records nothing twice and still tells
+    Redis that every request in it is posted, so a crash between commit and that write heals.
+    """
+    events: list[Event] = []
+    for raw in raw_events:
+        try:
+            events.append(Event.parse(raw))
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            log.error("dropping malformed usage event %r", raw.get("request_id"))
+    if not events:
+        return 0
+    by_account: dict[int, dict[str, Event]] = defaultdict(dict)
+    for e in events:
+        by_account[e.account].setdefault(e.request_id, e)
+    costs = _priced(events)
+    created = 0
+    to_post: list[tuple[int, list[str]]] = []
+    with transaction.atomic():
+        # Locking accounts in id order serialises batches for one account, which makes the
+        # "already recorded?" check below race-free, and cannot deadlock.
+        accounts = list(
+            Account.objects.select_for_update().filter(pk__in=by_account).order_by("pk")
+        )
+        known_keys = set(
+            ApiKey.objects.filter(pk__in={e.key for e in events}).values_list("pk", flat=True)
+        )
+        existing = set(
+            UsageEvent.objects.filter(request_id__in=[e.request_id for e in events]).values_list(
+                "request_id", flat=True
+            )
+        )
+        for account in accounts:
+            batch = by_account[account.pk]
+            new = [e for rid, e in batch.items() if rid not in existing]
+            total = sum((costs[e.request_id] for e in new), Decimal(0))
+            entry: LedgerEntry | None = None
+            if total > 0:
+                entry = ledger.post_entry(
+                    account=account,
+                    amount=-total,
+                    kind=LedgerEntry.Kind.USAGE,
+                    reference=f"usage:{len(new)} requests",
+                    request_ids=list(batch),
+                )
+            else:
+                to_post.append((account.pk, list(batch)))
+            UsageEvent.objects.bulk_create(
+                [_row(e, costs[e.request_id], entry, e.key in known_keys) for e in new]
+            )
+            _rollup(account.pk, [e for e in new if e.key in known_keys], costs)
+            _touch_keys(new)
+            created += len(new)
+        missing = set(by_account) - {a.pk for a in accounts}
+        if missing:
+            log.error("usage events for unknown accounts %s dropped", sorted(missing))
+    for account_id, request_ids in to_post:
+        last = LedgerEntry.objects.filter(account_id=account_id).order_by("-seq").first()
+        sync.post(
+            account_id,
+            seq=last.seq if last else 0,
+            balance=last.balance_after if last else Decimal(0),
+            request_ids=request_ids,
+        )
+    return created
+
+
+def _row(e: Event, amount: Decimal, entry: LedgerEntry | None, key_known: bool) -> UsageEvent:
+    return UsageEvent(
+        request_id=e.request_id,
+        account_id=e.account,
+        key_id=e.key if key_known else None,
+        model_id=e.model,
+        provider=e.provider,
+        upstream_model=e.upstream_model,
+        prompt_tokens=e.prompt_tokens,
+        completion_tokens=e.completion_tokens,
+        cached_tokens=e.cached_tokens,
+        cost=amount,
+        price_version=e.price_version,
+        estimated=e.estimated,
+        status=e.status,
+        http_status=e.http_status,
+        streamed=e.streamed,
+        started_at=e.started_at,
+        duration_ms=e.duration_ms,
+        ttfb_ms=e.ttfb_ms,
+        ledger_entry=entry if amount > 0 else None,
+    )
+
+
+def _rollup(account_id: int, events: list[Event], costs: dict[str, Decimal]) -> None:
+    groups: dict[tuple[date, int, str], list[Any]] = {}
+    for e in events:
+        slot = groups.setdefault((e.started_at.date(), e.key, e.model), [0, 0, 0, Decimal(0)])
+        slot[0] += 1
+        slot[1] += e.prompt_tokens
+        slot[2] += e.completion_tokens
+        slot[3] += costs[e.request_id]
+    if not groups:
+        return
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            _ROLLUP_SQL,
+            [(account_id, day, key, model, *sums) for (day, key, model), sums in groups.items()],
+        )
+
+
+def _touch_keys(events: list[Event]) -> None:
+    latest: dict[int, datetime] = {}
+    for e in events:
+        if e.started_at > latest.get(e.key, e.started_at.min.replace(tzinfo=UTC)):
+            latest[e.key] = e.started_at
+    for key_id, when in latest.items():
+        ApiKey.objects.filter(pk=key_id).exclude(last_used_at__gte=when).update(last_used_at=when)

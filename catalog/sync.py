@@ -1,0 +1,72 @@
+"""Publishes the catalog (models, aliases, routes, current prices) to the relay's view."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from billing.pricing import Price
+from portal.redis import client, evict
+from relay import state
+
+from .models import Model, Provider
+
+DEMO_API_KEY = "demo"
+
+
+def provider_endpoint(provider: Provider) -> tuple[str, str, bool]:
+    """(base URL, API key, served by the demo upstream). The environment overrides the
+    database; in demo mode a provider without a key is answered by the demo upstream."""
+    env = provider.slug.upper().replace("-", "_")
+    base_url = os.environ.get(f"TP_PROVIDER_{env}_BASE_URL") or provider.base_url
+    api_key = os.environ.get(f"TP_PROVIDER_{env}_API_KEY") or provider.api_key
+    if not api_key and settings.TP_DEMO_UPSTREAM_URL:
+        return settings.TP_DEMO_UPSTREAM_URL, DEMO_API_KEY, True
+    return base_url, api_key, False
+
+
+def snapshot() -> dict[str, Any]:
+    models: dict[str, Any] = {}
+    aliases: dict[str, str] = {}
+    for model in Model.objects.filter(active=True).select_related("provider"):
+        price = model.price
+        if price is None:
+            continue
+        base_url, api_key, demo = provider_endpoint(model.provider)
+        models[model.id] = {
+            "id": model.id,
+            "provider": model.provider.slug,
+            "max_output_tokens": model.max_output_tokens,
+            "embeddings": model.embeddings,
+            "created": int(model.provider.pk),
+            "price": Price(
+                version=price.version,
+                input=price.input,
+                output=price.output,
+                cached_input=price.cached_input if price.cached_input is not None else price.input,
+            ).as_dict(),
+            "routes": [
+                {
+                    "provider": model.provider.slug,
+                    "shape": model.provider.api_shape,
+                    "base_url": base_url.rstrip("/"),
+                    "api_key": api_key,
+                    "upstream_model": model.upstream_model,
+                    # The demo upstream is steered by x-demo-* request headers (latency,
+                    # token counts, injected faults); only demo routes receive them.
+                    "demo": demo,
+                }
+            ],
+        }
+        aliases[f"{model.provider.slug}/{model.id}"] = model.id
+        for alias in model.aliases or []:
+            aliases[str(alias)] = model.id
+    return {"models": models, "aliases": aliases}
+
+
+def publish() -> None:
+    client().set(state.CATALOG, orjson.dumps(snapshot()))
+    evict("catalog")

@@ -1,0 +1,21 @@
+from django.contrib import admin
+
+from .models import ApiKey
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "masked", "account", "status", "created_at", "last_used_at")
+    list_filter = ("status",)
+    search_fields = ("name", "prefix", "account__user__email")
+    # The digest is not a secret, but there is nothing an operator should do with it.
+    exclude = ("digest",)
+    readonly_fields = (
+        "prefix",
+        "last4",
+        "account",
+        "status",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Sum
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from billing import ledger
+from billing.models import DailyUsage, UsageEvent
+from billing.selectors import account_of
+from catalog.models import Model
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "home.html", {"nav": "home"})
+
+
+def docs(request: HttpRequest) -> HttpResponse:
+    example = Model.objects.filter(active=True, embeddings=False).order_by("sort_order").first()
+    return render(
+        request,
+        "portal/docs.html",
+        {"nav": "docs", "example_model": example.id if example else "mistral-small"},
+    )
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    account = account_of(request.user)
+    today = timezone.now().date()
+    month = DailyUsage.objects.filter(account=account, day__gte=today.replace(day=1)).aggregate(
+        cost=Sum("cost"), requests=Sum("requests")
+    )
+    week = DailyUsage.objects.filter(account=account, day__gt=today - timedelta(days=7))
+    return render(
+        request,
+        "portal/dashboard.html",
+        {
+            "nav": "dashboard",
+            "summary": ledger.summary(account),
+            "month_cost": month["cost"] or 0,
+            "month_requests": month["requests"] or 0,
+            "week_requests": week.aggregate(n=Sum("requests"))["n"] or 0,
+            "active_keys": account.api_keys.filter(status="active").count(),
+            "recent": UsageEvent.objects.filter(account=account)
+            .select_related("key")
+            .order_by("-started_at")[:5],
+        },
+    )
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})

@@ -1,0 +1,54 @@
+"""The relay's settings, from the environment (it shares the portal's names, not its code)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _pepper(var_dir: Path) -> bytes:
+    value = os.environ.get("TP_KEY_PEPPER")
+    if value:
+        return value.encode()
+    path = os.environ.get("TP_KEY_PEPPER_FILE")
+    stored = Path(path) if path else var_dir / "tp_key_pepper"
+    try:
+        return stored.read_text().strip().encode()
+    except FileNotFoundError:
+        raise SystemExit(
+            "TP_KEY_PEPPER is not set and var/tp_key_pepper does not exist: run "
+            "`manage.py migrate` once (development) or set TP_KEY_PEPPER."
+        ) from None
+
+
+@dataclass(frozen=True)
+class Config:
+    redis_url: str
+    broker_url: str
+    pepper: bytes
+    spool_dir: Path
+    max_body_bytes: int = 32 * 1024 * 1024
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    batch_size: int = 200
+    batch_interval: float = 0.25
+    replay_interval: float = 5.0
+    upstream_connections: int = 1000
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Config:
+        var_dir = Path(os.environ.get("TP_VAR_DIR", BASE_DIR / "var"))
+        redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
+        return cls(
+            redis_url=redis_url,
+            broker_url=os.environ.get("CELERY_BROKER_URL", redis_url),
+            pepper=_pepper(var_dir),
+            spool_dir=Path(os.environ.get("TP_SPOOL_DIR", var_dir / "spool")),
+            max_body_bytes=int(os.environ.get("TP_RELAY_MAX_BODY_BYTES", 32 * 1024 * 1024)),
+            connect_timeout=float(os.environ.get("TP_UPSTREAM_CONNECT_TIMEOUT", 10)),
+            read_timeout=float(os.environ.get("TP_UPSTREAM_READ_TIMEOUT", 300)),
+        )

@@ -1,0 +1,154 @@
+"""Usage events leave the relay in batches through Celery (``send_task`` by name, so the relay
+needs no Django). When the broker cannot take a batch it is written to a spool file on disk
+(flushed and fsynced) and replayed later; the worker records idempotently, so a replay that
+overlaps a successful send bills nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+from celery import Celery
+
+log = logging.getLogger("relay")
+
+TASK = "billing.record_usage"
+
+
+class Reporter:
+    def __init__(
+        self,
+        broker_url: str,
+        spool_dir: Path,
+        *,
+        batch_size: int = 200,
+        interval: float = 0.25,
+        replay_interval: float = 5.0,
+    ) -> None:
+        self.celery = Celery("relay", broker=broker_url, set_as_current=False)
+        self.celery.conf.update(
+            task_serializer="json",
+            broker_connection_timeout=2,
+            broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 5},
+        )
+        self.spool_dir = spool_dir
+        self.batch_size = batch_size
+        self.interval = interval
+        self.replay_interval = replay_interval
+        self.buffer: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        # One thread: kombu producers are not shared between threads, and order is kept.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage")
+        self._tasks: list[asyncio.Task[None]] = []
+        self.sent = 0
+        self.spooled = 0
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.buffer.append(event)
+        if len(self.buffer) >= self.batch_size:
+            self._wake.set()
+
+    async def start(self) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="usage-flush"),
+            asyncio.create_task(self._replay_loop(), name="usage-replay"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self.flush()
+        self._executor.shutdown(wait=True)
+
+    async def flush(self) -> None:
+        while self.buffer:
+            batch, self.buffer = self.buffer[: self.batch_size], self.buffer[self.batch_size :]
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(self._executor, self._send, batch):
+                await loop.run_in_executor(self._executor, self._spool, batch)
+
+    def _send(self, batch: list[dict[str, Any]]) -> bool:
+        try:
+            self.celery.send_task(
+                TASK,
+                args=[batch],
+                retry=True,
+                retry_policy={
+                    "max_retries": 2,
+                    "interval_start": 0,
+                    "interval_step": 0.2,
+                    "interval_max": 0.5,
+                },
+            )
+        except Exception as exc:
+            log.warning("usage batch of %d not sent (%s); spooling", len(batch), exc)
+            return False
+        self.sent += len(batch)
+        return True
+
+    def _spool(self, batch: list[dict[str, Any]]) -> None:
+        name = f"usage-{os.getpid()}-{time.time_ns()}"
+        tmp = self.spool_dir / f".{name}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(orjson.dumps(batch))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.rename(self.spool_dir / f"{name}.json")
+        dir_fd = os.open(self.spool_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.spooled += len(batch)
+
+    def replay_spool(self) -> int:
+        """Send every spooled batch; a file is claimed by renaming it, so two relays sharing a
+        spool never send one twice at once (and if they did, recording is idempotent)."""
+        replayed = 0
+        for path in sorted(self.spool_dir.glob("usage-*.json")):
+            claimed = path.with_name(f".claimed-{os.getpid()}-{path.name}")
+            try:
+                path.rename(claimed)
+            except FileNotFoundError:
+                continue
+            batch = orjson.loads(claimed.read_bytes())
+            if self._send(batch):
+                claimed.unlink()
+                replayed += len(batch)
+            else:
+                claimed.rename(path)
+                break
+        return replayed
+
+    async def _flush_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def _replay_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Files claimed by a relay that died mid-replay go back to the pile at start-up.
+        for stale in self.spool_dir.glob(".claimed-*"):
+            stale.rename(stale.with_name(stale.name.split("-", 2)[2]))
+        while True:
+            if any(self.spool_dir.glob("usage-*.json")):
+                count = await loop.run_in_executor(self._executor, self.replay_spool)
+                if count:
+                    log.info("replayed %d spooled usage events", count)
+            await asyncio.sleep(self.replay_interval)

@@ -1,0 +1,107 @@
+"""The relay's in-process view of Redis: key records and the catalog, kept fresh by pub/sub.
+
+A record is cached until an eviction message names it. While the subscription is down the
+cache is bypassed (every lookup goes to Redis), so a missed message can never keep a revoked
+key alive; on every (re)subscription the cache is emptied for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from keys import format as keyformat
+
+from . import state
+
+log = logging.getLogger("relay")
+
+MAX_CACHED_KEYS = 100_000
+
+
+class Views:
+    def __init__(self, redis: aioredis.Redis, pepper: bytes) -> None:
+        self.redis = redis
+        self.pepper = pepper
+        self.keys: dict[str, dict[str, Any] | None] = {}
+        self.models: dict[str, dict[str, Any]] = {}
+        self.aliases: dict[str, str] = {}
+        self.live = False  # subscribed: the cache may be trusted
+        self.generation = 0  # bumped on every eviction; stale lookups don't fill the cache
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.load_catalog()
+        self._task = asyncio.create_task(self._listen(), name="relay-evictions")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def key(self, secret: str) -> dict[str, Any] | None:
+        digest = keyformat.digest(secret, self.pepper)
+        if self.live and digest in self.keys:
+            return self.keys[digest]
+        generation = self.generation
+        raw = await self.redis.get(state.key_record(digest))
+        record = orjson.loads(raw) if raw else None
+        if self.live and generation == self.generation:
+            if len(self.keys) >= MAX_CACHED_KEYS:
+                self.keys.clear()
+            self.keys[digest] = record
+        return record
+
+    def model(self, name: str) -> dict[str, Any] | None:
+        model = self.models.get(name)
+        if model is None and name in self.aliases:
+            model = self.models.get(self.aliases[name])
+        return model
+
+    async def load_catalog(self) -> None:
+        raw = await self.redis.get(state.CATALOG)
+        data = orjson.loads(raw) if raw else {}
+        self.models = data.get("models", {})
+        self.aliases = data.get("aliases", {})
+
+    def _evict(self, message: str) -> None:
+        self.generation += 1
+        if message.startswith("key:"):
+            self.keys.pop(message[4:], None)
+        else:
+            self.keys.clear()
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(state.EVICT_CHANNEL)
+                self.generation += 1
+                self.keys.clear()
+                self.live = True
+                await self.load_catalog()
+                async for message in pubsub.listen():
+                    data = message.get("data")
+                    text = data.decode() if isinstance(data, bytes) else str(data)
+                    self._evict(text)
+                    if text in ("catalog", "*"):
+                        await self.load_catalog()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away: stop trusting the cache, retry.
+                log.warning("eviction subscription lost (%s); retrying", type(exc).__name__)
+            finally:
+                self.live = False
+                self.generation += 1
+                try:
+                    await pubsub.aclose()
+                except Exception:  # noqa: S110 - closing a dead connection
+                    pass
+            await asyncio.sleep(0.5)

@@ -1,0 +1,159 @@
+"""Shared fixtures: the real PostgreSQL (pytest-django's test database), the real Redis, the
+demo upstream, the relay as its own process, and a real Celery worker consuming the queue."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_redis(django_db_setup: Any) -> None:
+    """The test Redis database starts empty (keys, balances, the Celery queue)."""
+    from django.conf import settings
+
+    redis_lib.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> redis_lib.Redis:
+    from django.conf import settings
+
+    return redis_lib.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def demo_upstream() -> Iterator[str]:
+    from simulators.llm import start_in_thread
+
+    server = start_in_thread(host="127.0.0.1", port=0)
+    yield server.base_url
+    server.stop()
+
+
+@pytest.fixture
+def catalog(settings: Any, demo_upstream: str, transactional_db: None) -> None:
+    """The catalog loaded and published, every model answered by the demo upstream."""
+    from django.core.management import call_command
+
+    settings.TP_DEMO_UPSTREAM_URL = demo_upstream
+    call_command("loadcatalog", stdout=open(os.devnull, "w"))
+
+
+@dataclass
+class RelayProcess:
+    base_url: str
+    process: subprocess.Popen[bytes]
+    spool_dir: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_relay(tmp_path: Path, **env: str) -> RelayProcess:
+    from django.conf import settings
+
+    port = free_port()
+    spool = tmp_path / f"spool-{port}"
+    environ = {
+        **os.environ,
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "TP_KEY_PEPPER": settings.TP_KEY_PEPPER.decode(),
+        "TP_SPOOL_DIR": str(spool),
+        **env,
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "relay.app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=environ,
+    )
+    relay = RelayProcess(f"http://127.0.0.1:{port}/v1", process, spool)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError("relay exited at start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    wait_until(up, timeout=20)
+    return relay
+
+
+@pytest.fixture(scope="session")
+def relay(tmp_path_factory: pytest.TempPathFactory, clean_redis: None) -> Iterator[RelayProcess]:
+    process = start_relay(tmp_path_factory.mktemp("relay"))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def worker(transactional_db: None) -> Iterator[Any]:
+    """A real Celery worker in a thread, consuming the real Redis queue."""
+    from celery.contrib.testing.worker import start_worker
+
+    from portal.celery import app
+
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
+        yield w
+
+
+@pytest.fixture
+def make_user(transactional_db: None) -> Any:
+    from django.core.management import call_command
+
+    def make(email: str, password: str = "correct horse battery staple") -> Any:
+        from django.contrib.auth import get_user_model
+
+        call_command("adduser", email, "--password", password, stdout=open(os.devnull, "w"))
+        return get_user_model().objects.get(email=email)
+
+    return make

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from billing import ledger, sync
+from billing.models import LedgerEntry
+from billing.pricing import to_nanos
+
+
+@pytest.fixture
+def alice(make_user: Any) -> Any:
+    return make_user("alice@example.com")
+
+
+def test_it_appends_entries_with_running_balance(alice: Any) -> None:
+    account = alice.account
+    ledger.post_entry(account=account, amount=Decimal("10"), kind="adjustment")
+    ledger.post_entry(account=account, amount=Decimal("-0.000012345"), kind="usage")
+    entries = list(LedgerEntry.objects.filter(account=account).order_by("seq"))
+    assert [e.seq for e in entries] == [1, 2]
+    assert entries[-1].balance_after == Decimal("9.999987655")
+    assert sum(e.amount for e in entries) == ledger.balance(account)
+
+
+def test_it_writes_the_balance_to_redis_after_commit(alice: Any) -> None:
+    ledger.post_entry(account=alice.account, amount=Decimal("5.5"), kind="adjustment")
+    assert sync.figures(alice.account.pk)["posted"] == to_nanos(Decimal("5.5"))
+
+
+def test_it_refuses_floats_and_zero(alice: Any) -> None:
+    with pytest.raises(TypeError):
+        ledger.post_entry(account=alice.account, amount=1.5, kind="adjustment")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ledger.post_entry(account=alice.account, amount=Decimal(0), kind="adjustment")
+
+
+def test_credit_and_balance_commands(alice: Any) -> None:
+    call_command("credit", "alice@example.com", "12.34", "--note", "welcome", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("balance", "alice@example.com", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "12.340000000"
+    assert lines[1] == "on hold: 0.000000000"
+    assert lines[2] == "available: 12.340000000"
+
+
+def test_an_older_write_never_overwrites_a_newer_balance(alice: Any) -> None:
+    account_id = alice.account.pk
+    sync.post(account_id, seq=5, balance=Decimal("3"))
+    sync.post(account_id, seq=4, balance=Decimal("100"))
+    assert sync.figures(account_id)["posted"] == to_nanos(Decimal("3"))
+
+
+def test_reconcile_is_clean_after_credits(alice: Any) -> None:
+    call_command("credit", "alice@example.com", "1", stdout=io.StringIO())
+    call_command("reconcile", stdout=io.StringIO())
