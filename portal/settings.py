@@ -207,6 +207,8 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = DEBUG
+if DEBUG:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns when it is missing
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -5,7 +5,8 @@ from datetime import timedelta
 from django.contrib.auth.decorators import login_required
 from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.utils import timezone
 
 from billing import ledger
@@ -14,17 +15,17 @@ from billing.selectors import account_of
 from catalog.models import Model
 
 
+def _example_model() -> str:
+    example = Model.objects.filter(active=True, embeddings=False).order_by("sort_order").first()
+    return example.id if example else "mistral-large-2"
+
+
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "home.html", {"nav": "home"})
+    return render(request, "home.html", {"nav": "home", "example_model": _example_model()})
 
 
 def docs(request: HttpRequest) -> HttpResponse:
-    example = Model.objects.filter(active=True, embeddings=False).order_by("sort_order").first()
-    return render(
-        request,
-        "portal/docs.html",
-        {"nav": "docs", "example_model": example.id if example else "mistral-small"},
-    )
+    return render(request, "portal/docs.html", {"nav": "docs", "example_model": _example_model()})
 
 
 @login_required
@@ -54,3 +55,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    return redirect(static("favicon.svg"), permanent=True)
