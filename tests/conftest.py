@@ -74,6 +74,7 @@ class RelayProcess:
     base_url: str
     process: subprocess.Popen[bytes]
     spool_dir: Path
+    log_path: Path
 
     def stop(self) -> None:
         self.process.terminate()
@@ -96,28 +97,21 @@ def start_relay(tmp_path: Path, **env: str) -> RelayProcess:
         "TP_SPOOL_DIR": str(spool),
         **env,
     }
+    log_path = tmp_path / f"relay-{port}.log"
+    log = open(log_path, "wb")  # handed to the child process
+    command = ["uvicorn", "relay.app:app", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "relay.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-m", *command, "--log-level", "info"],
         cwd=ROOT,
         env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
-    relay = RelayProcess(f"http://127.0.0.1:{port}/v1", process, spool)
+    relay = RelayProcess(f"http://127.0.0.1:{port}/v1", process, spool, log_path)
 
     def up() -> bool:
         if process.poll() is not None:
-            raise AssertionError("relay exited at start-up")
+            raise AssertionError(f"relay exited at start-up: {log_path.read_text()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return True
