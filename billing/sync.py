@@ -39,15 +39,18 @@ def release_stale_holds(max_age_seconds: int, now: float) -> int:
     """Drop holds of requests that never settled (a relay died mid-request)."""
     r = client()
     released = 0
-    for member in r.zrangebyscore(state.HOLD_TIMES, "-inf", now - max_age_seconds):
-        account_id, _, request_id = member.partition("|")
-        script(state.RELEASE)(
-            keys=[
-                state.account(account_id),
-                state.account_holds(account_id),
-                state.HOLD_TIMES,
-            ],
-            args=[request_id, member],
-        )
-        released += 1
+    for times in r.scan_iter(match=state.HOLD_TIMES_PATTERN, count=1000):
+        account_id = state.account_of_hold_times(times)
+        for request_id in r.zrangebyscore(times, "-inf", now - max_age_seconds):
+            value = r.hget(state.account_holds(account_id), request_id) or ""
+            script(state.RELEASE)(
+                keys=[
+                    state.account(account_id),
+                    state.account_holds(account_id),
+                    times,
+                    state.cap_key_of_hold(value) or state.no_cap(account_id),
+                ],
+                args=[request_id],
+            )
+            released += 1
     return released

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from . import sync
-from .models import Model, PriceVersion, Provider
+from .models import Model, PriceVersion, Provider, Route
 
 MODEL_FIELDS = (
     "name",
@@ -50,6 +50,7 @@ def load(path: Path) -> dict[str, int]:
                 "api_shape": spec.get("api_shape", Provider.Shape.OPENAI),
                 "base_url": spec["base_url"],
                 "website": spec.get("website", ""),
+                "options": spec.get("options", {}),
             },
         )
         counts["providers"] += 1
@@ -61,6 +62,7 @@ def load(path: Path) -> dict[str, int]:
         defaults["active"] = spec.get("active", True)
         model, _ = Model.objects.update_or_create(id=model_id, defaults=defaults)
         counts["models"] += 1
+        _routes(model, spec)
         wanted = (
             _price(spec["input"], model_id),
             _price(spec.get("output", "0"), model_id),
@@ -78,3 +80,25 @@ def load(path: Path) -> dict[str, int]:
             counts["prices"] += 1
     transaction.on_commit(sync.publish)
     return counts
+
+
+def _routes(model: Model, spec: dict[str, Any]) -> None:
+    """The file's routes for a model replace the ones in the database; without any, the
+    model is reached through its own provider."""
+    specs = spec.get("routes") or [
+        {"provider": spec["provider"], "upstream_model": spec["upstream_model"]}
+    ]
+    keep = []
+    for route in specs:
+        obj, _ = Route.objects.update_or_create(
+            model=model,
+            provider=Provider.objects.get(slug=route["provider"]),
+            upstream_model=route.get("upstream_model", model.upstream_model),
+            defaults={
+                "priority": int(route.get("priority", 0)),
+                "weight": int(route.get("weight", 1)),
+                "active": bool(route.get("active", True)),
+            },
+        )
+        keep.append(obj.pk)
+    Route.objects.filter(model=model).exclude(pk__in=keep).delete()

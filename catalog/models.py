@@ -18,6 +18,9 @@ class Provider(models.Model):
     # Operators may keep a key here; TP_PROVIDER_<SLUG>_API_KEY overrides it.
     api_key = models.CharField(max_length=300, blank=True)
     website = models.URLField(blank=True)
+    # Per-provider quirks of the API shape, read by the relay's adapter, e.g.
+    # {"send_stream_options": false, "drop_params": ["seed"], "rename_params": {"a": "b"}}.
+    options = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -69,3 +72,26 @@ class PriceVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id} v{self.version}"
+
+
+class Route(models.Model):
+    """One way to reach a model: the relay tries routes by priority (lower first), spreading
+    load by weight within a priority, and moves on when one fails before its first byte."""
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="routes")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="routes")
+    upstream_model = models.CharField(max_length=150)
+    priority = models.PositiveSmallIntegerField(default=0)
+    weight = models.PositiveSmallIntegerField(default=1)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["model", "priority", "-weight", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "provider", "upstream_model"], name="route_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} via {self.provider.slug}"

@@ -7,12 +7,13 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.db.models import Prefetch
 
 from billing.pricing import Price
 from portal.redis import client, evict
 from relay import state
 
-from .models import Model, Provider
+from .models import Model, Provider, Route
 
 DEMO_API_KEY = "demo"
 
@@ -28,18 +29,41 @@ def provider_endpoint(provider: Provider) -> tuple[str, str, bool]:
     return base_url, api_key, False
 
 
+def route_entry(route: Route) -> dict[str, Any]:
+    base_url, api_key, demo = provider_endpoint(route.provider)
+    return {
+        "provider": route.provider.slug,
+        "shape": route.provider.api_shape,
+        "base_url": base_url.rstrip("/"),
+        "api_key": api_key,
+        "upstream_model": route.upstream_model,
+        "priority": route.priority,
+        "weight": route.weight,
+        "options": route.provider.options or {},
+        # The demo upstream is steered by x-demo-* request headers (latency, token counts,
+        # injected faults); only demo routes receive them.
+        "demo": demo,
+    }
+
+
 def snapshot() -> dict[str, Any]:
     models: dict[str, Any] = {}
     aliases: dict[str, str] = {}
-    for model in Model.objects.filter(active=True).select_related("provider"):
-        price = model.price
-        if price is None:
+    queryset = Model.objects.filter(active=True).select_related("provider")
+    for model in queryset.prefetch_related(
+        Prefetch("routes", queryset=Route.objects.filter(active=True).select_related("provider")),
+        "prices",
+    ):
+        prices = sorted(model.prices.all(), key=lambda p: p.version)
+        routes = [route_entry(r) for r in model.routes.all()]
+        if not prices or not routes:
             continue
-        base_url, api_key, demo = provider_endpoint(model.provider)
+        price = prices[-1]
         models[model.id] = {
             "id": model.id,
             "provider": model.provider.slug,
             "max_output_tokens": model.max_output_tokens,
+            "context_window": model.context_window,
             "embeddings": model.embeddings,
             "created": int(model.provider.pk),
             "price": Price(
@@ -48,18 +72,7 @@ def snapshot() -> dict[str, Any]:
                 output=price.output,
                 cached_input=price.cached_input if price.cached_input is not None else price.input,
             ).as_dict(),
-            "routes": [
-                {
-                    "provider": model.provider.slug,
-                    "shape": model.provider.api_shape,
-                    "base_url": base_url.rstrip("/"),
-                    "api_key": api_key,
-                    "upstream_model": model.upstream_model,
-                    # The demo upstream is steered by x-demo-* request headers (latency,
-                    # token counts, injected faults); only demo routes receive them.
-                    "demo": demo,
-                }
-            ],
+            "routes": routes,
         }
         aliases[f"{model.provider.slug}/{model.id}"] = model.id
         for alias in model.aliases or []:

@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from billing.models import MONEY
+
 from . import format as keyformat
 
 
@@ -12,6 +14,12 @@ class ApiKey(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", _("Active")
         REVOKED = "revoked", _("Revoked")
+
+    class Period(models.TextChoices):
+        DAY = "day", _("per day")
+        WEEK = "week", _("per week")
+        MONTH = "month", _("per month")
+        TOTAL = "total", _("in total")
 
     account = models.ForeignKey(
         "billing.Account", on_delete=models.CASCADE, related_name="api_keys"
@@ -24,6 +32,19 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+
+    # Limits, enforced by the relay. Empty means unlimited.
+    allowed_models = models.JSONField(_("allowed models"), default=list, blank=True)
+    allowed_ips = models.JSONField(
+        _("allowed IP addresses or CIDR ranges"), default=list, blank=True
+    )
+    expires_at = models.DateTimeField(_("expires"), null=True, blank=True)
+    rpm_limit = models.PositiveIntegerField(_("requests per minute"), null=True, blank=True)
+    tpm_limit = models.PositiveIntegerField(_("tokens per minute"), null=True, blank=True)
+    spend_cap = models.DecimalField(_("spend cap (USD)"), **MONEY, null=True, blank=True)
+    spend_cap_period = models.CharField(
+        _("spend cap period"), max_length=10, choices=Period.choices, default=Period.MONTH
+    )
 
     class Meta:
         ordering = ["-created_at"]

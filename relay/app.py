@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import secrets
 import time
 from typing import Any
@@ -18,14 +19,16 @@ from typing import Any
 import aiohttp
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from billing.pricing import Price, cost, to_nanos
 from keys import format as keyformat
 
-from . import state
+from . import limits, state
 from .adapters import openai as openai_adapter
 from .config import Config
 from .errors import RelayError, bad_request, scrub, unauthorized
+from .exchange import Exchange, make_exchange
 from .reporter import Reporter
 from .usage import Usage
 from .views import Views
@@ -41,12 +44,21 @@ class ClientGone(Exception):
     pass
 
 
+class Retryable(Exception):
+    """An upstream failure before the first byte: the next route may be tried."""
+
+    def __init__(self, error: RelayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 class Request:
     """What one relayed request has learnt so far; enough to bill it however it ends."""
 
     __slots__ = (
         "account",
         "body",
+        "cap_key",
         "chunks",
         "disconnected",
         "done",
@@ -56,10 +68,13 @@ class Request:
         "model",
         "price",
         "prompt_estimate",
+        "rate_headers",
         "responded",
         "route",
         "started",
         "stream",
+        "tokens_counted",
+        "tpm_key",
         "ttfb",
     )
 
@@ -74,12 +89,16 @@ class Request:
         self.stream = False
         self.chunks = 0
         self.prompt_estimate = 0
+        self.tokens_counted = 0
         self.account: int = 0
         self.key: dict[str, Any] = {}
         self.model: dict[str, Any] = {}
         self.route: dict[str, Any] = {}
         self.price: Price | None = None
         self.body: dict[str, Any] = {}
+        self.cap_key = ""
+        self.tpm_key = ""
+        self.rate_headers: list[tuple[bytes, bytes]] = []
 
 
 def _positive_int(body: dict[str, Any], name: str, *, minimum: int = 1) -> int | None:
@@ -91,6 +110,20 @@ def _positive_int(body: dict[str, Any], name: str, *, minimum: int = 1) -> int |
     return value
 
 
+def ordered_routes(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lowest priority number first; within one priority, a weighted random order."""
+    if len(routes) == 1:
+        return routes
+    ordered: list[dict[str, Any]] = []
+    for priority in sorted({r.get("priority", 0) for r in routes}):
+        group = [r for r in routes if r.get("priority", 0) == priority]
+        while group:
+            weights = [max(1, int(r.get("weight", 1))) for r in group]
+            pick = random.choices(range(len(group)), weights=weights)[0]
+            ordered.append(group.pop(pick))
+    return ordered
+
+
 class Relay:
     def __init__(self, config: Config | None = None) -> None:
         self._config = config
@@ -100,12 +133,16 @@ class Relay:
         self.reporter: Reporter
         self.http: aiohttp.ClientSession
         self.scripts: dict[str, Any] = {}
+        self.trusted: list[limits.Network] = []
 
     # ---- lifespan -------------------------------------------------------------------------
 
     async def startup(self) -> None:
         self.config = self._config or Config.from_env()
-        self.redis = aioredis.Redis.from_url(self.config.redis_url)
+        self.trusted = limits.networks(list(self.config.trusted_proxies))
+        self.redis = aioredis.Redis.from_url(
+            self.config.redis_url, socket_connect_timeout=2, socket_timeout=5
+        )
         for name, source in (
             ("reserve", state.RESERVE),
             ("settle", state.SETTLE),
@@ -126,11 +163,9 @@ class Relay:
             connector=aiohttp.TCPConnector(
                 limit=self.config.upstream_connections, ttl_dns_cache=300
             ),
-            # No total timeout: a long generation is fine as long as bytes keep coming.
+            # First-byte and between-chunk timeouts are applied per request (see attempt()).
             timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=self.config.connect_timeout,
-                sock_read=self.config.read_timeout,
+                total=None, connect=self.config.connect_timeout, sock_read=None
             ),
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
@@ -169,10 +204,10 @@ class Relay:
         try:
             if path == "/v1/chat/completions":
                 self._allow(method, "POST")
-                await self.relay(scope, receive, send, req, kind="chat")
+                await self.relay(scope, receive, send, req, api="chat")
             elif path == "/v1/embeddings":
                 self._allow(method, "POST")
-                await self.relay(scope, receive, send, req, kind="embeddings")
+                await self.relay(scope, receive, send, req, api="embeddings")
             elif path == "/v1/models":
                 self._allow(method, "GET")
                 await self.respond(send, req, 200, orjson.dumps(self.model_list()))
@@ -187,20 +222,37 @@ class Relay:
             else:
                 raise RelayError(404, f"Unknown path {path[:100]}.", code="unknown_url")
         except RelayError as exc:
-            if req.held:
-                await self.release(req)
-            if not req.responded:
-                await self.respond(send, req, exc.status, exc.body(), exc.headers)
+            await self._fail(send, req, exc)
         except ClientGone:
-            if req.held:
-                await self.release(req)
+            await self._release_quietly(req)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            log.error("Redis unavailable while serving %s", req.id)
+            await self._fail(
+                send,
+                req,
+                RelayError(
+                    503,
+                    "The service is temporarily unavailable; retry shortly.",
+                    type="server_error",
+                    code="service_unavailable",
+                    headers=[(b"retry-after", b"1")],
+                ),
+            )
         except Exception:
             log.exception("unexpected error in request %s", req.id)
-            if req.held:
+            await self._fail(send, req, RelayError(500, "Internal error.", type="server_error"))
+
+    async def _fail(self, send: Any, req: Request, exc: RelayError) -> None:
+        await self._release_quietly(req)
+        if not req.responded:
+            await self.respond(send, req, exc.status, exc.body(), exc.headers)
+
+    async def _release_quietly(self, req: Request) -> None:
+        if req.held:
+            try:
                 await self.release(req)
-            if not req.responded:
-                err = RelayError(500, "Internal error.", type="server_error")
-                await self.respond(send, req, 500, err.body())
+            except Exception:  # the stale-hold sweep will release it
+                log.warning("could not release the hold of %s", req.id)
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
@@ -216,10 +268,8 @@ class Relay:
         }
 
     def model_list(self) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [self.model_object(m) for m in self.views.models.values()],
-        }
+        models = [self.model_object(m) for m in self.views.models.values()]
+        return {"object": "list", "data": models}
 
     async def respond(
         self, send: Any, req: Request, status: int, body: bytes, extra: Headers | None = None
@@ -228,6 +278,7 @@ class Relay:
             (b"content-type", JSON),
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", req.id.encode()),
+            *req.rate_headers,
         ]
         if extra:
             headers.extend(extra)
@@ -278,7 +329,7 @@ class Relay:
             raise unauthorized("Invalid or revoked API key.")
         return record
 
-    def parse(self, raw: bytes, kind: str) -> dict[str, Any]:
+    def parse(self, raw: bytes, api: str) -> dict[str, Any]:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -288,7 +339,7 @@ class Relay:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise bad_request("'model' is required and must be a string.", param="model")
-        if kind == "chat":
+        if api == "chat":
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 raise bad_request("'messages' must be a non-empty array.", param="messages")
@@ -309,29 +360,31 @@ class Relay:
                 raise bad_request("'input' must be a non-empty string or array.", param="input")
         return body
 
-    def worst_case(self, req: Request, raw_size: int, kind: str) -> int:
+    def worst_case(self, req: Request, raw_size: int, api: str) -> int:
         """Nano-dollars to hold: the body's size in bytes bounds its tokens (capped by the
-        context window), plus the most output the request allows, at catalog prices."""
+        context window), plus the most output the request allows, at catalog prices. Also
+        sets the tokens the request counts against a tokens-per-minute limit."""
         assert req.price is not None
         window = req.model.get("context_window") or raw_size
         req.prompt_estimate = min(raw_size, window)
         completion = 0
-        if kind == "chat":
+        requested = 0
+        if api == "chat":
             body = req.body
-            limit = body.get("max_completion_tokens") or body.get("max_tokens")
-            completion = (limit or req.model.get("max_output_tokens") or 8192) * (
-                body.get("n") or 1
-            )
+            n = body.get("n") or 1
+            requested = (body.get("max_completion_tokens") or body.get("max_tokens") or 0) * n
+            completion = requested or (req.model.get("max_output_tokens") or 8192) * n
+        req.tokens_counted = math.ceil(raw_size / 4) + requested
         worst = cost(req.price, prompt_tokens=req.prompt_estimate, completion_tokens=completion)
         return to_nanos(worst)
 
-    async def relay(self, scope: Scope, receive: Any, send: Any, req: Request, kind: str) -> None:
+    async def relay(self, scope: Scope, receive: Any, send: Any, req: Request, api: str) -> None:
         raw = await self.read_body(scope, receive)
         req.key = await self.authenticate(scope)
         req.account = int(req.key["account"])
-        req.body = self.parse(raw, kind)
+        req.body = self.parse(raw, api)
         model = self.views.model(req.body["model"])
-        if model is None or (kind == "embeddings") != bool(model.get("embeddings")):
+        if model is None or (api == "embeddings") != bool(model.get("embeddings")):
             raise RelayError(
                 404,
                 f"The model '{str(req.body['model'])[:100]}' does not exist or is not "
@@ -339,18 +392,18 @@ class Relay:
                 param="model",
                 code="model_not_found",
             )
+        limits.check(req.key, model["id"], limits.client_ip(scope, self.trusted), req.started)
         req.model = model
-        req.route = model["routes"][0]
         req.price = Price.from_dict(model["price"])
-        req.stream = kind == "chat" and bool(req.body.get("stream"))
-        await self.hold(req, self.worst_case(req, len(raw), kind))
+        req.stream = api == "chat" and bool(req.body.get("stream"))
+        await self.hold(req, self.worst_case(req, len(raw), api))
 
         # From here on the client's disconnect cancels the upstream request at once.
         task = asyncio.current_task()
         assert task is not None
         watcher = asyncio.create_task(self._watch(receive, req, task))
         try:
-            await self.forward(scope, send, req, kind)
+            await self.forward(scope, send, req, api)
         except asyncio.CancelledError:
             if not req.disconnected:
                 raise
@@ -368,73 +421,177 @@ class Relay:
                     task.cancel()
                 return
 
+    # ---- money and limits in Redis ----------------------------------------------------------
+
     async def hold(self, req: Request, nanos: int) -> None:
-        result = await self.scripts["reserve"](
-            keys=[state.account(req.account), state.account_holds(req.account), state.HOLD_TIMES],
-            args=[req.id, nanos, int(req.started), state.hold_member(req.account, req.id)],
+        key = req.key
+        account = req.account
+        cap = key.get("cap")
+        if cap is not None:
+            period, _, end = state.period_bounds(key.get("cap_period") or "month", req.started)
+            req.cap_key = state.key_cap(account, key["id"], period)
+            cap_ttl = state.period_ttl(end, req.started)
+        else:
+            req.cap_key = state.no_cap(account)
+            cap_ttl = 0
+        rpm, tpm = key.get("rpm"), key.get("tpm")
+        minute = int(req.started // 60)
+        req.tpm_key = state.rate_window(account, key["id"], "t", minute)
+        status, requests_used, tokens_used = await self.scripts["reserve"](
+            keys=[
+                state.account(account),
+                state.account_holds(account),
+                state.hold_times(account),
+                req.cap_key,
+                state.rate_window(account, key["id"], "r", minute),
+                req.tpm_key,
+            ],
+            args=[
+                req.id,
+                nanos,
+                int(req.started),
+                cap if cap is not None else -1,
+                cap_ttl,
+                rpm if rpm is not None else -1,
+                tpm if tpm is not None else -1,
+                req.tokens_counted,
+                120,
+            ],
         )
-        if result != 1:
+        reset = 60 - int(req.started) % 60
+        if rpm is not None or tpm is not None:
+            req.rate_headers = self._rate_headers(rpm, tpm, requests_used, tokens_used, reset)
+        if status == 1:
+            req.held = True
+            return
+        if status in (-3, -4):
+            what = "requests" if status == -3 else "tokens"
+            raise RelayError(
+                429,
+                f"Rate limit reached for this key: {what} per minute. Retry in {reset}s.",
+                type=what,
+                code="rate_limit_exceeded",
+                headers=[(b"retry-after", str(reset).encode())],
+            )
+        if status == -2:
             raise RelayError(
                 402,
-                "Your balance cannot cover this request's maximum cost. Top up, or lower "
-                "max_tokens.",
+                "This key's spend cap for the period is reached.",
                 type="insufficient_quota",
-                code="insufficient_quota",
+                code="spend_cap_reached",
             )
-        req.held = True
+        raise RelayError(
+            402,
+            "Your balance cannot cover this request's maximum cost. Top up, or lower max_tokens.",
+            type="insufficient_quota",
+            code="insufficient_quota",
+        )
+
+    @staticmethod
+    def _rate_headers(
+        rpm: int | None, tpm: int | None, requests: int, tokens: int, reset: int
+    ) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        if rpm is not None:
+            out += [
+                (b"x-ratelimit-limit-requests", str(rpm).encode()),
+                (b"x-ratelimit-remaining-requests", str(max(0, rpm - requests)).encode()),
+                (b"x-ratelimit-reset-requests", f"{reset}s".encode()),
+            ]
+        if tpm is not None:
+            out += [
+                (b"x-ratelimit-limit-tokens", str(tpm).encode()),
+                (b"x-ratelimit-remaining-tokens", str(max(0, tpm - tokens)).encode()),
+                (b"x-ratelimit-reset-tokens", f"{reset}s".encode()),
+            ]
+        return out
 
     async def release(self, req: Request) -> None:
         req.held = False
         await self.scripts["release"](
-            keys=[state.account(req.account), state.account_holds(req.account), state.HOLD_TIMES],
-            args=[req.id, state.hold_member(req.account, req.id)],
+            keys=[
+                state.account(req.account),
+                state.account_holds(req.account),
+                state.hold_times(req.account),
+                req.cap_key or state.no_cap(req.account),
+            ],
+            args=[req.id],
         )
 
-    async def forward(self, scope: Scope, send: Any, req: Request, kind: str) -> None:
-        route = req.route
-        url = f"{route['base_url']}/{'chat/completions' if kind == 'chat' else 'embeddings'}"
-        payload = openai_adapter.request_body(req.body, route["upstream_model"], stream=req.stream)
-        headers = openai_adapter.headers(route["api_key"])
-        if route.get("demo"):
-            for name, value in scope["headers"]:
-                if name.startswith(b"x-demo-"):
-                    headers[name.decode("latin-1")] = value.decode("latin-1")
+    # ---- upstream -----------------------------------------------------------------------------
+
+    async def forward(self, scope: Scope, send: Any, req: Request, api: str) -> None:
+        """Try the model's routes in order; move on only while nothing reached the client."""
+        error: RelayError | None = None
+        for route in ordered_routes(req.model["routes"]):
+            req.route = route
+            exchange = make_exchange(api, req.body, route, stream=req.stream)
+            if route.get("demo"):
+                for name, value in scope["headers"]:
+                    if name.startswith(b"x-demo-"):
+                        exchange.headers[name.decode("latin-1")] = value.decode("latin-1")
+            try:
+                await self.attempt(send, req, exchange)
+                return
+            except Retryable as exc:
+                error = exc.error
+                log.info("route %s failed for %s: %s", route["provider"], req.id, error.message)
+        assert error is not None
+        raise error
+
+    async def attempt(self, send: Any, req: Request, exchange: Exchange) -> None:
+        config = self.config
         try:
-            async with self.http.post(url, data=payload, headers=headers) as resp:
-                req.ttfb = time.time()
-                if resp.status != 200:
+            async with asyncio.timeout(config.first_byte_timeout) as deadline:
+                async with self.http.post(
+                    exchange.url, data=exchange.body, headers=exchange.headers
+                ) as resp:
+                    if resp.status != 200:
+                        raw = await resp.read()
+                        error = self.upstream_error(
+                            resp.status, raw, resp.headers.get("Retry-After")
+                        )
+                        if resp.status == 429 or resp.status >= 500:
+                            raise Retryable(error)
+                        raise error
+                    if req.stream:
+                        await self.stream(send, req, resp, exchange, deadline)
+                        return
+                    req.ttfb = time.time()
+                    deadline.reschedule(asyncio.get_running_loop().time() + config.chunk_timeout)
                     raw = await resp.read()
-                    raise self.upstream_error(resp.status, raw, resp.headers.get("Retry-After"))
-                if req.stream:
-                    await self.stream(send, req, resp)
-                else:
-                    raw = await resp.read()
-                    try:
-                        usage = openai_adapter.usage_of(orjson.loads(raw))
-                    except orjson.JSONDecodeError:
-                        raise RelayError(
-                            502, "The upstream sent an invalid response.", type="upstream_error"
-                        ) from None
+                    body, usage = exchange.response(raw)
+                    deadline.reschedule(None)
                     await self.finish(req, usage)
-                    await self.respond(send, req, 200, raw)
+                    await self.respond(send, req, 200, body)
         except TimeoutError:
-            raise RelayError(504, "The upstream timed out.", type="upstream_error") from None
+            if req.responded:
+                await self._cut(send, req)
+                return
+            raise Retryable(
+                RelayError(504, "The upstream timed out.", type="upstream_error")
+            ) from None
         except aiohttp.ClientError as exc:
             if req.responded:
-                # Cut off after the stream began: bill what reached the client, end the stream.
-                await self.finish(req, None, status="upstream_cut", http_status=200)
-                req.done = True
-                await send({"type": "http.response.body", "body": b""})
+                await self._cut(send, req)
                 return
-            raise RelayError(
-                502,
-                f"The upstream could not be reached ({type(exc).__name__}).",
-                type="upstream_error",
+            raise Retryable(
+                RelayError(
+                    502,
+                    f"The upstream could not be reached ({type(exc).__name__}).",
+                    type="upstream_error",
+                )
             ) from None
+
+    async def _cut(self, send: Any, req: Request) -> None:
+        """The upstream failed after the stream began: bill what reached the client, end it."""
+        await self.finish(req, None, status="upstream_cut", http_status=200)
+        req.done = True
+        await send({"type": "http.response.body", "body": b""})
 
     def upstream_error(self, status: int, raw: bytes, retry_after: str | None) -> RelayError:
         message = scrub(openai_adapter.error_message(raw)) or "no details"
-        if status == 400 or status == 422:
+        if status in (400, 422):
             return RelayError(400, f"The upstream rejected the request: {message}")
         if status == 413:
             return RelayError(413, f"The upstream rejected the request size: {message}")
@@ -449,8 +606,25 @@ class Relay:
             )
         return RelayError(502, f"The upstream answered {status}: {message}", type="upstream_error")
 
-    async def stream(self, send: Any, req: Request, resp: aiohttp.ClientResponse) -> None:
-        wants_usage = bool((req.body.get("stream_options") or {}).get("include_usage"))
+    async def stream(
+        self,
+        send: Any,
+        req: Request,
+        resp: aiohttp.ClientResponse,
+        exchange: Exchange,
+        deadline: asyncio.Timeout,
+    ) -> None:
+        """Headers go to the client only with the upstream's first bytes, so a route that
+        fails before that can still be replaced by the next one."""
+        loop = asyncio.get_running_loop()
+        translator = exchange.translator()
+        content = resp.content
+        first = await content.readany()
+        if not first:
+            raise Retryable(
+                RelayError(502, "The upstream closed the stream at once.", type="upstream_error")
+            )
+        req.ttfb = time.time()
         await send(
             {
                 "type": "http.response.start",
@@ -460,40 +634,26 @@ class Relay:
                     (b"cache-control", b"no-cache"),
                     (b"x-accel-buffering", b"no"),
                     (b"x-request-id", req.id.encode()),
+                    *req.rate_headers,
                 ],
             }
         )
         req.responded = True
-        usage: Usage | None = None
-        finished = False
-        buffer = b""
-        async for chunk in resp.content.iter_any():
-            buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
-            if b"\n\n" not in buffer:
-                continue
-            *events, buffer = buffer.split(b"\n\n")
-            out = []
-            for event in events:
-                if not event:
-                    continue
-                if event.startswith(b"data: [DONE]"):
-                    finished = True
-                elif b'"usage":{' in event or b'"usage": {' in event:
-                    data = orjson.loads(event[event.index(b"{") :])
-                    usage = openai_adapter.usage_of(data) or usage
-                    if not wants_usage and not data.get("choices"):
-                        continue  # the usage-only chunk the client did not ask for
-                else:
-                    req.chunks += 1
-                out.append(event)
+        chunk_timeout = self.config.chunk_timeout
+        data = first
+        while data:
+            out = translator.feed(data)
+            req.chunks = translator.chunks
             if out:
-                out.append(b"")
-                await send(
-                    {"type": "http.response.body", "body": b"\n\n".join(out), "more_body": True}
-                )
-        if buffer.strip():
-            await send({"type": "http.response.body", "body": buffer, "more_body": True})
-        status = "ok" if finished or usage else "upstream_cut"
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+            deadline.reschedule(loop.time() + chunk_timeout)
+            data = await content.readany()
+        deadline.reschedule(None)
+        rest = translator.close()
+        if rest:
+            await send({"type": "http.response.body", "body": rest, "more_body": True})
+        usage = translator.usage
+        status = "ok" if translator.finished or usage else "upstream_cut"
         await self.finish(req, usage, status=status)
         req.done = True
         await send({"type": "http.response.body", "body": b""})
@@ -520,21 +680,28 @@ class Relay:
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
         )
+        account = req.account
         await self.scripts["settle"](
             keys=[
-                state.account(req.account),
-                state.account_holds(req.account),
-                state.account_unposted(req.account),
-                state.HOLD_TIMES,
+                state.account(account),
+                state.account_holds(account),
+                state.account_unposted(account),
+                state.hold_times(account),
+                req.cap_key or state.no_cap(account),
+                req.tpm_key or state.rate_window(account, 0, "t", 0),
             ],
-            args=[req.id, to_nanos(amount), state.hold_member(req.account, req.id)],
+            args=[
+                req.id,
+                to_nanos(amount),
+                usage.prompt_tokens + usage.completion_tokens - req.tokens_counted,
+            ],
         )
         req.held = False
         now = time.time()
         self.reporter.add(
             {
                 "request_id": req.id,
-                "account": req.account,
+                "account": account,
                 "key": req.key["id"],
                 "model": req.model["id"],
                 "provider": req.route["provider"],

@@ -32,7 +32,11 @@ class Config:
     spool_dir: Path
     max_body_bytes: int = 32 * 1024 * 1024
     connect_timeout: float = 10.0
-    read_timeout: float = 300.0
+    # Until the upstream's first byte (a long prompt or a reasoning model takes a while)...
+    first_byte_timeout: float = 300.0
+    # ...and then between two chunks of a stream (or while a whole answer is read).
+    chunk_timeout: float = 120.0
+    trusted_proxies: tuple[str, ...] = ()
     batch_size: int = 200
     batch_interval: float = 0.25
     replay_interval: float = 5.0
@@ -50,5 +54,9 @@ class Config:
             spool_dir=Path(os.environ.get("TP_SPOOL_DIR", var_dir / "spool")),
             max_body_bytes=int(os.environ.get("TP_RELAY_MAX_BODY_BYTES", 32 * 1024 * 1024)),
             connect_timeout=float(os.environ.get("TP_UPSTREAM_CONNECT_TIMEOUT", 10)),
-            read_timeout=float(os.environ.get("TP_UPSTREAM_READ_TIMEOUT", 300)),
+            first_byte_timeout=float(os.environ.get("TP_UPSTREAM_FIRST_BYTE_TIMEOUT", 300)),
+            chunk_timeout=float(os.environ.get("TP_UPSTREAM_CHUNK_TIMEOUT", 120)),
+            trusted_proxies=tuple(
+                p.strip() for p in os.environ.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
+            ),
         )

@@ -3,18 +3,30 @@
 Shared by the relay (async client) and the portal/worker (sync client); nothing here imports
 Django or does I/O. Amounts are integer nano-dollars (exact in Lua's doubles up to ~$9M).
 
-Per account ``tp:acct:<id>`` is a hash with ``posted`` (the ledger balance), ``seq`` (the ledger
-sequence it was read at, so an older write never overwrites a newer one), ``held`` and
-``unposted`` (sums); ``tp:acct:<id>:holds`` and ``tp:acct:<id>:unposted`` map request ids to
-amounts, so that every step can be repeated after a crash without counting twice.
+Every key of one account carries the hash tag ``{a<id>}``, so an account's figures, holds,
+key caps and rate-limit windows live in one Redis Cluster slot and each script stays atomic.
+
+- ``tp:{a<id>}`` hash: ``posted`` (the ledger balance), ``seq`` (the ledger sequence it was
+  read at, so an older write never overwrites a newer one), ``held`` and ``unposted`` (sums).
+- ``…:holds`` request id -> ``"<nanos>|<cap key or empty>"``; ``…:holdts`` request id -> the
+  time the hold was placed (for the sweep of holds whose relay died).
+- ``…:unposted`` request id -> actual cost not yet in the ledger.
+- ``…:cap:<key id>:<period>`` hash ``held``/``spent`` for a key's spend cap in that period.
+- ``…:rl:<key id>:<r|t>:<minute>`` requests / tokens in that minute.
+
+Every step can be repeated after a crash without counting twice: each is keyed by request id.
 """
 
 from __future__ import annotations
 
+import calendar
+import time
+from datetime import UTC, datetime, timedelta
+
 KEY_RECORD = "tp:key:"  # + digest -> JSON key record
 CATALOG = "tp:catalog"  # JSON: models, aliases, routes, prices
 EVICT_CHANNEL = "tp:evict"  # messages: "key:<digest>", "catalog", "*"
-HOLD_TIMES = "tp:holds:ts"  # zset "<account>|<request id>" -> unix time the hold was placed
+HOLD_TIMES_PATTERN = "tp:{a*}:holdts"
 
 
 def key_record(digest: str) -> str:
@@ -22,46 +34,142 @@ def key_record(digest: str) -> str:
 
 
 def account(account_id: int | str) -> str:
-    return f"tp:acct:{account_id}"
+    return f"tp:{{a{account_id}}}"
 
 
 def account_holds(account_id: int | str) -> str:
-    return f"tp:acct:{account_id}:holds"
+    return f"tp:{{a{account_id}}}:holds"
 
 
 def account_unposted(account_id: int | str) -> str:
-    return f"tp:acct:{account_id}:unposted"
+    return f"tp:{{a{account_id}}}:unposted"
 
 
-def hold_member(account_id: int | str, request_id: str) -> str:
-    return f"{account_id}|{request_id}"
+def hold_times(account_id: int | str) -> str:
+    return f"tp:{{a{account_id}}}:holdts"
 
 
-# KEYS: account, holds, hold times. ARGV: request id, amount, now, hold member.
-# Returns 1 when held (or already held), 0 when the available balance cannot pay,
-# -1 when the account has no posted balance in Redis (never synced: treat as empty).
+def account_of_hold_times(name: str) -> str:
+    return name[len("tp:{a") : name.index("}")]
+
+
+def key_cap(account_id: int | str, key_id: int | str, period: str) -> str:
+    return f"tp:{{a{account_id}}}:cap:{key_id}:{period}"
+
+
+def no_cap(account_id: int | str) -> str:
+    """Stands in for the cap key when a key has none (scripts take a fixed list of keys)."""
+    return f"tp:{{a{account_id}}}:cap:none"
+
+
+def rate_window(account_id: int | str, key_id: int | str, kind: str, minute: int) -> str:
+    return f"tp:{{a{account_id}}}:rl:{key_id}:{kind}:{minute}"
+
+
+# ---- spend-cap periods (UTC) -----------------------------------------------------------------
+
+PERIODS = ("day", "week", "month", "total")
+
+
+def period_bounds(period: str, now: float) -> tuple[str, datetime | None, datetime | None]:
+    """(id, start, end) of the period containing ``now``; ``total`` has no bounds."""
+    moment = datetime.fromtimestamp(now, tz=UTC)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day.strftime("%Y%m%d"), day, day + timedelta(days=1)
+    if period == "week":
+        start = day - timedelta(days=day.weekday())
+        year, week, _ = start.isocalendar()
+        return f"{year}w{week:02d}", start, start + timedelta(days=7)
+    if period == "month":
+        start = day.replace(day=1)
+        days = calendar.monthrange(start.year, start.month)[1]
+        return start.strftime("%Y%m"), start, start + timedelta(days=days)
+    if period == "total":
+        return "total", None, None
+    raise ValueError(f"unknown period {period!r}")
+
+
+def period_ttl(end: datetime | None, now: float | None = None) -> int:
+    """Seconds a cap counter must live: to the period's end plus a day of slack; 0 = forever."""
+    if end is None:
+        return 0
+    return int(end.timestamp() - (now if now is not None else time.time())) + 86400
+
+
+# ---- scripts -----------------------------------------------------------------------------------
+
+# KEYS: account, holds, hold times, cap (or no_cap), rpm window, tpm window.
+# ARGV: request id, amount, now, cap nanos (-1: none), cap ttl (0: none), rpm limit (-1: none),
+#       tpm limit (-1: none), tokens to count, window ttl.
+# Returns {status, requests used, tokens used}; status 1 held (or already held), 0 the
+# available balance cannot pay, -1 the account is not in Redis, -2 the key's spend cap,
+# -3 its requests per minute, -4 its tokens per minute.
 RESERVE = """
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 1 end
+local rid = ARGV[1]
+local amount = tonumber(ARGV[2])
+if redis.call('HEXISTS', KEYS[2], rid) == 1 then return {1, 0, 0} end
+local rpm_limit = tonumber(ARGV[6])
+local tpm_limit = tonumber(ARGV[7])
+local tokens = tonumber(ARGV[8])
+local rpm_used = 0
+local tpm_used = 0
+if rpm_limit >= 0 then
+  rpm_used = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if rpm_used + 1 > rpm_limit then return {-3, rpm_used, 0} end
+end
+if tpm_limit >= 0 then
+  tpm_used = tonumber(redis.call('GET', KEYS[6]) or '0')
+  if tpm_used + tokens > tpm_limit then return {-4, rpm_used, tpm_used} end
+end
 local posted = redis.call('HGET', KEYS[1], 'posted')
-if not posted then return -1 end
+if not posted then return {-1, rpm_used, tpm_used} end
 local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
 local unposted = tonumber(redis.call('HGET', KEYS[1], 'unposted') or '0')
-local amount = tonumber(ARGV[2])
-if tonumber(posted) - unposted - held < amount then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-return 1
+if tonumber(posted) - unposted - held < amount then return {0, rpm_used, tpm_used} end
+local cap = tonumber(ARGV[4])
+local capkey = ''
+if cap >= 0 then
+  local c = redis.call('HMGET', KEYS[4], 'spent', 'held')
+  if tonumber(c[1] or '0') + tonumber(c[2] or '0') + amount > cap then
+    return {-2, rpm_used, tpm_used}
+  end
+  redis.call('HINCRBY', KEYS[4], 'held', amount)
+  if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
+  capkey = KEYS[4]
+end
+if rpm_limit >= 0 then
+  redis.call('INCR', KEYS[5])
+  redis.call('EXPIRE', KEYS[5], ARGV[9])
+end
+if tpm_limit >= 0 then
+  redis.call('INCRBY', KEYS[6], tokens)
+  redis.call('EXPIRE', KEYS[6], ARGV[9])
+end
+redis.call('HSET', KEYS[2], rid, ARGV[2] .. '|' .. capkey)
+redis.call('HINCRBY', KEYS[1], 'held', amount)
+redis.call('ZADD', KEYS[3], ARGV[3], rid)
+return {1, rpm_used + 1, tpm_used + tokens}
 """
 
-# KEYS: account, holds, unposted, hold times. ARGV: request id, actual cost, hold member.
+# KEYS: account, holds, unposted, hold times, cap (or no_cap), tpm window.
+# ARGV: request id, actual cost, tokens to add to the tpm window (actual - counted; may be < 0).
 # Moves the request from holds to unposted at its actual cost; repeating it changes nothing.
 SETTLE = """
-local amt = redis.call('HGET', KEYS[2], ARGV[1])
-if amt then
+local v = redis.call('HGET', KEYS[2], ARGV[1])
+if v then
+  local amt = tonumber(string.match(v, '^(%d+)'))
   redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
-  redis.call('ZREM', KEYS[4], ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'held', -amt)
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  if string.find(v, '|.') then
+    redis.call('HINCRBY', KEYS[5], 'held', -amt)
+    redis.call('HINCRBY', KEYS[5], 'spent', ARGV[2])
+  end
+  local adjust = tonumber(ARGV[3])
+  if adjust ~= 0 and redis.call('EXISTS', KEYS[6]) == 1 then
+    redis.call('INCRBY', KEYS[6], adjust)
+  end
 end
 if tonumber(ARGV[2]) > 0 and redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'unposted', ARGV[2])
@@ -69,14 +177,16 @@ end
 return 1
 """
 
-# KEYS: account, holds, hold times. ARGV: request id, hold member. Drops a hold unbilled.
+# KEYS: account, holds, hold times, cap (or no_cap). ARGV: request id. Drops a hold unbilled.
 RELEASE = """
-local amt = redis.call('HGET', KEYS[2], ARGV[1])
-if amt then
+local v = redis.call('HGET', KEYS[2], ARGV[1])
+if v then
+  local amt = tonumber(string.match(v, '^(%d+)'))
   redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(amt))
+  redis.call('HINCRBY', KEYS[1], 'held', -amt)
+  if string.find(v, '|.') then redis.call('HINCRBY', KEYS[4], 'held', -amt) end
 end
-redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
 
@@ -97,3 +207,9 @@ for i = 3, #ARGV do
 end
 return 1
 """
+
+
+def cap_key_of_hold(value: str) -> str | None:
+    """The cap key a hold charged, from its stored value ``"<nanos>|<cap key>"``."""
+    _, _, cap = value.partition("|")
+    return cap or None

@@ -9,15 +9,34 @@ import orjson
 from ..usage import Usage
 
 
-def request_body(body: dict[str, Any], upstream_model: str, *, stream: bool) -> bytes:
+def request_body(
+    body: dict[str, Any],
+    upstream_model: str,
+    *,
+    stream: bool,
+    options: dict[str, Any] | None = None,
+) -> bytes:
     """The client's request with the upstream's model name; on streams the upstream is always
-    asked for usage, since a stream billed without it would be a guess."""
+    asked for usage, since a stream billed without it would be a guess.
+
+    ``options`` are the provider's quirks: ``send_stream_options: false`` for providers that
+    reject the field (and send usage on streams anyway), ``drop_params`` and
+    ``rename_params`` for parameters a provider does not take under OpenAI's name."""
     out = dict(body)
     out["model"] = upstream_model
+    quirks = options or {}
     if stream:
-        options = dict(out.get("stream_options") or {})
-        options["include_usage"] = True
-        out["stream_options"] = options
+        if quirks.get("send_stream_options", True):
+            stream_options = dict(out.get("stream_options") or {})
+            stream_options["include_usage"] = True
+            out["stream_options"] = stream_options
+        else:
+            out.pop("stream_options", None)
+    for name in quirks.get("drop_params", ()):
+        out.pop(name, None)
+    for old, new in (quirks.get("rename_params") or {}).items():
+        if old in out:
+            out[new] = out.pop(old)
     return orjson.dumps(out)
 
 
