@@ -140,9 +140,16 @@ class Relay:
     async def startup(self) -> None:
         self.config = self._config or Config.from_env()
         self.trusted = limits.networks(list(self.config.trusted_proxies))
-        self.redis = aioredis.Redis.from_url(
-            self.config.redis_url, socket_connect_timeout=2, socket_timeout=5
+        # A bounded pool that waits for a free connection: a burst of requests queues for
+        # Redis instead of opening connections without limit (or failing past the limit).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.config.redis_url,
+            max_connections=self.config.redis_connections,
+            timeout=5,
+            socket_connect_timeout=2,
+            socket_timeout=5,
         )
+        self.redis = aioredis.Redis(connection_pool=pool)
         for name, source in (
             ("reserve", state.RESERVE),
             ("settle", state.SETTLE),
@@ -225,8 +232,8 @@ class Relay:
             await self._fail(send, req, exc)
         except ClientGone:
             await self._release_quietly(req)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            log.error("Redis unavailable while serving %s", req.id)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.error("Redis unavailable while serving %s: %s", req.id, exc)
             await self._fail(
                 send,
                 req,

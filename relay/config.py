@@ -41,6 +41,7 @@ class Config:
     batch_interval: float = 0.25
     replay_interval: float = 5.0
     upstream_connections: int = 1000
+    redis_connections: int = 64
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -56,6 +57,9 @@ class Config:
             connect_timeout=float(os.environ.get("TP_UPSTREAM_CONNECT_TIMEOUT", 10)),
             first_byte_timeout=float(os.environ.get("TP_UPSTREAM_FIRST_BYTE_TIMEOUT", 300)),
             chunk_timeout=float(os.environ.get("TP_UPSTREAM_CHUNK_TIMEOUT", 120)),
+            redis_connections=int(os.environ.get("TP_RELAY_REDIS_CONNECTIONS", 64)),
+            batch_interval=float(os.environ.get("TP_USAGE_BATCH_INTERVAL", 0.25)),
+            replay_interval=float(os.environ.get("TP_SPOOL_REPLAY_INTERVAL", 5)),
             trusted_proxies=tuple(
                 p.strip() for p in os.environ.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),

@@ -1,0 +1,250 @@
+"""Faults: a private broker that stops, a worker killed mid-load, two relays, a burst of
+concurrent requests against a small balance. Nothing here touches the shared services'
+processes: the broker is a private redis-server on its own port."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis as redis_lib
+from django.conf import settings
+from django.core.management import call_command
+from django.db.models import Sum
+
+from billing import ledger
+from billing.models import LedgerEntry, UsageEvent
+from billing.pricing import cost
+from keys.models import ApiKey
+from keys.services import issue_key, revoke_key
+
+from .conftest import ROOT, free_port, start_relay, wait_until
+from .test_relay import chat, post, price_of
+
+pytestmark = pytest.mark.usefixtures("catalog")
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, persisting every write, so stopping it keeps the
+    queue as a production broker with persistence would."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(lambda: self._ping(), timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+
+    def _ping(self) -> bool:
+        try:
+            return bool(redis_lib.Redis(port=self.port, socket_connect_timeout=0.2).ping())
+        except redis_lib.ConnectionError:
+            return False
+
+
+def worker_process(broker_url: str, log: Path) -> subprocess.Popen[bytes]:
+    db = settings.DATABASES["default"]
+    environ = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": broker_url,
+        "CELERY_VISIBILITY_TIMEOUT": "3",
+        "TP_KEY_PEPPER": settings.TP_KEY_PEPPER.decode(),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,
+        env=environ,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_killed_worker_and_a_stopped_broker_lose_and_double_nothing(
+    tmp_path: Path, broker: PrivateRedis, make_user: Any
+) -> None:
+    user = make_user("fran@example.com")
+    call_command("credit", "fran@example.com", "50", stdout=io.StringIO())
+    _, secret = issue_key(account=user.account, name="load")
+    relay = start_relay(
+        tmp_path,
+        CELERY_BROKER_URL=broker.url,
+        TP_USAGE_BATCH_INTERVAL="0.05",
+        TP_SPOOL_REPLAY_INTERVAL="0.5",
+    )
+    worker_log = tmp_path / "worker.log"
+    worker = worker_process(broker.url, worker_log)
+    ok: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        url = f"{relay.base_url}/chat/completions"
+        while not stop.is_set() and len(ok) < 400:
+            status, headers, _ = post(url, chat("mistral-small"), key=secret, x_demo_latency_ms="5")
+            if status == 200:
+                ok.append(headers["x-request-id"])
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        wait_until(lambda: len(ok) >= 60, timeout=30)
+        worker.send_signal(signal.SIGKILL)  # mid-load, possibly mid-task
+        worker.wait(10)
+        wait_until(lambda: len(ok) >= 120, timeout=30)
+        broker.stop()  # the relay must spool from now on
+        wait_until(lambda: any(relay.spool_dir.glob("usage-*.json")), timeout=15)
+        wait_until(lambda: len(ok) >= 200, timeout=30)
+        broker.start()
+        worker = worker_process(broker.url, worker_log)
+        wait_until(lambda: len(ok) >= 260, timeout=30)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    try:
+        wait_until(
+            lambda: UsageEvent.objects.filter(account=user.account).count() == len(ok),
+            timeout=60,
+            interval=0.5,
+        )
+        assert not any(relay.spool_dir.glob("usage-*.json"))
+        assert set(
+            UsageEvent.objects.filter(account=user.account).values_list("request_id", flat=True)
+        ) == set(ok)
+        debits = LedgerEntry.objects.filter(account=user.account, kind="usage").aggregate(
+            s=Sum("amount")
+        )["s"]
+        costs = UsageEvent.objects.filter(account=user.account).aggregate(s=Sum("cost"))["s"]
+        assert -debits == costs
+        assert ledger.balance(user.account) == Decimal(50) - costs
+        call_command("reconcile", stdout=io.StringIO())
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        relay.stop()
+
+
+def test_two_relays_refuse_a_revoked_key_within_a_second(
+    tmp_path: Path, relay: Any, make_user: Any
+) -> None:
+    user = make_user("gus@example.com")
+    call_command("credit", "gus@example.com", "1", stdout=io.StringIO())
+    key, secret = issue_key(account=user.account, name="shared")
+    other = start_relay(tmp_path)
+    try:
+        relays = [relay, other]
+        for r in relays:
+            assert post(f"{r.base_url}/chat/completions", chat(), key=secret)[0] == 200
+        revoke_key(key=ApiKey.objects.get(pk=key.pk))
+        revoked = time.monotonic()
+        for r in relays:
+            wait_until(
+                lambda r=r: post(f"{r.base_url}/chat/completions", chat(), key=secret)[0] == 401,
+                timeout=1,
+                interval=0.02,
+            )
+        assert time.monotonic() - revoked < 1
+    finally:
+        other.stop()
+
+
+def test_two_hundred_concurrent_requests_against_a_balance_for_one_hundred(
+    relay: Any, make_user: Any, worker: Any
+) -> None:
+    user = make_user("hal@example.com")
+    body = chat("mistral-small", max_tokens=50)
+    raw_size = len(json.dumps(body).encode())
+    worst = cost(price_of("mistral-small"), prompt_tokens=raw_size, completion_tokens=50)
+    call_command("credit", "hal@example.com", str(worst * 100), stdout=io.StringIO())
+    _, secret = issue_key(account=user.account, name="burst")
+
+    async def burst() -> list[int]:
+        headers = {"Authorization": f"Bearer {secret}", "x-demo-latency-ms": "300"}
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one() -> int:
+                async with session.post(
+                    f"{relay.base_url}/chat/completions", data=json.dumps(body), headers=headers
+                ) as response:
+                    await response.read()
+                    return response.status
+
+            return await asyncio.gather(*(one() for _ in range(200)))
+
+    statuses = asyncio.run(burst())
+    admitted = statuses.count(200)
+    assert admitted <= 100
+    assert admitted + statuses.count(402) == 200, sorted(set(statuses))
+    wait_until(
+        lambda: UsageEvent.objects.filter(account=user.account).count() == admitted, timeout=20
+    )
+    costs = UsageEvent.objects.filter(account=user.account).aggregate(s=Sum("cost"))["s"]
+    assert ledger.balance(user.account) == worst * 100 - costs
+    assert ledger.balance(user.account) >= 0
+    call_command("reconcile", stdout=io.StringIO())
