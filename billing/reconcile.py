@@ -1,42 +1,86 @@
-"""Compares the ledger, the usage events and Redis. Any difference is drift."""
+"""Compares the ledger, the usage events and Redis. Any difference is drift.
+
+Checked per account: the ledger's running balance equals the sum of its entries without gaps
+in its sequence; usage debits equal the recorded usage costs; Redis's posted balance equals the
+ledger's; Redis's held and unposted sums equal their per-request entries; no request already
+recorded is still counted as unposted; no hold is older than the longest allowed request.
+"""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.conf import settings
+from django.db.models import Count, Max, Sum
+
+from portal.redis import client
+from relay import state
 
 from .models import Account, LedgerEntry, UsageEvent
 from .pricing import to_nanos
-from .sync import figures
 
 
 def check() -> list[str]:
     problems: list[str] = []
-    for account in Account.objects.all().iterator():
-        entries = LedgerEntry.objects.filter(account=account)
-        total = entries.aggregate(total=Sum("amount"))["total"] or Decimal(0)
-        last = entries.order_by("-seq").first()
-        balance = last.balance_after if last else Decimal(0)
-        if last and last.seq != entries.count():
-            problems.append(f"account {account.pk}: ledger sequence has gaps")
-        if total != balance:
-            problems.append(f"account {account.pk}: sum of entries {total} != balance {balance}")
-        usage_debits = -(
-            entries.filter(kind=LedgerEntry.Kind.USAGE).aggregate(total=Sum("amount"))["total"]
-            or Decimal(0)
+    r = client()
+    now = time.time()
+    ledger = {
+        row["account"]: row
+        for row in LedgerEntry.objects.values("account").annotate(
+            total=Sum("amount"), entries=Count("id"), last_seq=Max("seq")
         )
-        usage_cost = UsageEvent.objects.filter(account=account).aggregate(total=Sum("cost"))[
-            "total"
-        ] or Decimal(0)
-        if usage_debits != usage_cost:
+    }
+    usage_debits = dict(
+        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.USAGE)
+        .values("account")
+        .annotate(total=Sum("amount"))
+        .values_list("account", "total")
+    )
+    usage_costs = dict(
+        UsageEvent.objects.values("account")
+        .annotate(total=Sum("cost"))
+        .values_list("account", "total")
+    )
+    for account_id in Account.objects.values_list("pk", flat=True).iterator():
+        row = ledger.get(account_id)
+        total = row["total"] if row else Decimal(0)
+        last = (
+            LedgerEntry.objects.filter(account_id=account_id).order_by("-seq").first()
+            if row
+            else None
+        )
+        balance = last.balance_after if last else Decimal(0)
+        where = f"account {account_id}"
+        if row and row["last_seq"] != row["entries"]:
+            problems.append(f"{where}: ledger sequence has gaps")
+        if total != balance:
+            problems.append(f"{where}: sum of entries {total} != balance {balance}")
+        debits = -(usage_debits.get(account_id) or Decimal(0))
+        costs = usage_costs.get(account_id) or Decimal(0)
+        if debits != costs:
+            problems.append(f"{where}: usage debits {debits} != recorded usage cost {costs}")
+
+        figures = r.hgetall(state.account(account_id))
+        posted = int(figures.get("posted", 0))
+        if posted != to_nanos(balance):
             problems.append(
-                f"account {account.pk}: usage debits {usage_debits} != usage cost {usage_cost}"
+                f"{where}: Redis posted {posted} nanos != ledger {to_nanos(balance)} nanos"
             )
-        redis_posted = figures(account.pk)["posted"]
-        if redis_posted != to_nanos(balance):
-            problems.append(
-                f"account {account.pk}: Redis posted {redis_posted} nanos != ledger "
-                f"{to_nanos(balance)} nanos"
-            )
+        holds = r.hgetall(state.account_holds(account_id))
+        held = sum(int(v.partition("|")[0]) for v in holds.values())
+        if held != int(figures.get("held", 0)):
+            problems.append(f"{where}: Redis held {figures.get('held', 0)} != its holds {held}")
+        unposted = r.hgetall(state.account_unposted(account_id))
+        if sum(int(v) for v in unposted.values()) != int(figures.get("unposted", 0)):
+            problems.append(f"{where}: Redis unposted sum differs from its entries")
+        if unposted:
+            recorded = UsageEvent.objects.filter(request_id__in=list(unposted)).count()
+            if recorded:
+                problems.append(f"{where}: {recorded} recorded requests still unposted in Redis")
+        stale = r.zcount(
+            state.hold_times(account_id), "-inf", now - settings.TP_HOLD_MAX_AGE_SECONDS
+        )
+        if stale:
+            problems.append(f"{where}: {stale} holds older than the longest allowed request")
     return problems

@@ -59,3 +59,32 @@ def test_an_older_write_never_overwrites_a_newer_balance(alice: Any) -> None:
 def test_reconcile_is_clean_after_credits(alice: Any) -> None:
     call_command("credit", "alice@example.com", "1", stdout=io.StringIO())
     call_command("reconcile", stdout=io.StringIO())
+
+
+def test_reconcile_exits_non_zero_on_drift(alice: Any, redis_client: Any) -> None:
+    from django.core.management.base import CommandError
+
+    from relay import state
+
+    call_command("credit", "alice@example.com", "1", stdout=io.StringIO())
+    redis_client.hset(state.account(alice.account.pk), "posted", 5)
+    with pytest.raises(CommandError):
+        call_command("reconcile", stdout=io.StringIO(), stderr=io.StringIO())
+    call_command("syncredis", stdout=io.StringIO())
+    call_command("reconcile", stdout=io.StringIO())
+
+
+def test_stale_holds_are_released(alice: Any, redis_client: Any) -> None:
+    import time
+
+    from billing.sync import release_stale_holds
+    from relay import state
+
+    call_command("credit", "alice@example.com", "1", stdout=io.StringIO())
+    account_id = alice.account.pk
+    redis_client.hset(state.account_holds(account_id), "req_dead", "1000|")
+    redis_client.hincrby(state.account(account_id), "held", 1000)
+    redis_client.zadd(state.hold_times(account_id), {"req_dead": time.time() - 7200})
+    assert release_stale_holds(3600, time.time()) == 1
+    assert sync.figures(account_id)["held"] == 0
+    call_command("reconcile", stdout=io.StringIO())
