@@ -25,6 +25,7 @@ from billing.pricing import Price, cost, to_nanos
 from keys import format as keyformat
 
 from . import limits, state
+from .adapters import anthropic
 from .adapters import openai as openai_adapter
 from .config import Config
 from .errors import RelayError, bad_request, scrub, unauthorized
@@ -57,6 +58,7 @@ class Request:
 
     __slots__ = (
         "account",
+        "api",
         "body",
         "cap_key",
         "chunks",
@@ -80,6 +82,7 @@ class Request:
 
     def __init__(self) -> None:
         self.id = "req_" + secrets.token_hex(12)
+        self.api = ""
         self.started = time.time()
         self.ttfb: float | None = None
         self.held = False
@@ -215,6 +218,10 @@ class Relay:
             elif path == "/v1/embeddings":
                 self._allow(method, "POST")
                 await self.relay(scope, receive, send, req, api="embeddings")
+            elif path == "/v1/messages":
+                req.api = "messages"  # errors in Anthropic's shape from here on
+                self._allow(method, "POST")
+                await self.relay(scope, receive, send, req, api="messages")
             elif path == "/v1/models":
                 self._allow(method, "GET")
                 await self.respond(send, req, 200, orjson.dumps(self.model_list()))
@@ -251,6 +258,8 @@ class Relay:
 
     async def _fail(self, send: Any, req: Request, exc: RelayError) -> None:
         await self._release_quietly(req)
+        if req.api == "messages" and not isinstance(exc, anthropic.AnthropicError):
+            exc = anthropic.from_relay_error(exc)
         if not req.responded:
             await self.respond(send, req, exc.status, exc.body(), exc.headers)
 
@@ -320,13 +329,16 @@ class Relay:
                 return b"".join(chunks)
 
     async def authenticate(self, scope: Scope) -> dict[str, Any]:
+        """The key from ``Authorization: Bearer`` (OpenAI SDKs) or ``x-api-key`` (Anthropic's)."""
         secret = ""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
                 if scheme.lower() == "bearer":
                     secret = token.strip()
-                break
+                    break
+            elif name == b"x-api-key":
+                secret = value.decode("latin-1").strip()
         if not secret:
             raise unauthorized("Missing API key: send it as 'Authorization: Bearer tp-sk-...'.")
         if not keyformat.is_well_formed(secret):
@@ -346,7 +358,9 @@ class Relay:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise bad_request("'model' is required and must be a string.", param="model")
-        if api == "chat":
+        if api == "messages":
+            anthropic.validate_anthropic_request(body)
+        elif api == "chat":
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 raise bad_request("'messages' must be a non-empty array.", param="messages")
@@ -381,6 +395,8 @@ class Relay:
             n = body.get("n") or 1
             requested = (body.get("max_completion_tokens") or body.get("max_tokens") or 0) * n
             completion = requested or (req.model.get("max_output_tokens") or 8192) * n
+        elif api == "messages":
+            requested = completion = int(req.body["max_tokens"])
         req.tokens_counted = math.ceil(raw_size / 4) + requested
         worst = cost(req.price, prompt_tokens=req.prompt_estimate, completion_tokens=completion)
         return to_nanos(worst)
@@ -402,7 +418,7 @@ class Relay:
         limits.check(req.key, model["id"], limits.client_ip(scope, self.trusted), req.started)
         req.model = model
         req.price = Price.from_dict(model["price"])
-        req.stream = api == "chat" and bool(req.body.get("stream"))
+        req.stream = api in ("chat", "messages") and bool(req.body.get("stream"))
         await self.hold(req, self.worst_case(req, len(raw), api))
 
         # From here on the client's disconnect cancels the upstream request at once.
@@ -532,7 +548,14 @@ class Relay:
         error: RelayError | None = None
         for route in ordered_routes(req.model["routes"]):
             req.route = route
-            exchange = make_exchange(api, req.body, route, stream=req.stream)
+            exchange = make_exchange(
+                api,
+                req.body,
+                route,
+                stream=req.stream,
+                max_output=int(req.model.get("max_output_tokens") or 8192),
+                request_id=req.id,
+            )
             if route.get("demo"):
                 for name, value in scope["headers"]:
                     if name.startswith(b"x-demo-"):

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from .adapters import anthropic
 from .adapters import openai as openai_adapter
 from .errors import RelayError
 from .usage import Usage
@@ -117,10 +118,219 @@ class OpenAIToOpenAI:
         return OpenAIPassthrough(self.wants_usage)
 
 
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def _anthropic_headers(api_key: str) -> dict[str, str]:
+    return {
+        "x-api-key": api_key,
+        "anthropic-version": ANTHROPIC_VERSION,
+        "Content-Type": "application/json",
+        "Accept-Encoding": "identity",
+    }
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        payload = None
+    if not isinstance(payload, dict):
+        raise RelayError(502, "The upstream sent an invalid response.", type="upstream_error")
+    return payload
+
+
+class AnthropicEventsToOpenAI:
+    """An Anthropic upstream's event stream, re-framed as OpenAI chunks for the client."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.parser = anthropic.SSEParser()
+        self.stream = anthropic.AnthropicStreamToOpenAI(model, include_usage)
+        self.usage: Usage | None = None
+        self.finished = False
+        self.chunks = 0
+
+    def feed(self, data: bytes) -> bytes:
+        return self._convert(self.parser.feed(data))
+
+    def close(self) -> bytes:
+        return self._convert(self.parser.flush())
+
+    def _convert(self, events: list[tuple[str, bytes]]) -> bytes:
+        out: list[bytes] = []
+        for name, payload in events:
+            try:
+                data = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(data, dict):
+                out.extend(self.stream.feed(name or str(data.get("type", "")), data))
+        self.usage = self.stream.usage
+        self.finished = self.stream.finished
+        self.chunks = self.stream.chunks
+        return b"".join(out)
+
+
+class OpenAIToAnthropic:
+    """An OpenAI client, an Anthropic upstream."""
+
+    def __init__(
+        self, body: dict[str, Any], route: dict[str, Any], *, stream: bool, max_output: int
+    ) -> None:
+        self.url = f"{route['base_url']}/messages"
+        self.headers = _anthropic_headers(route["api_key"])
+        converted = anthropic.openai_request_to_anthropic(
+            body, route["upstream_model"], default_max_tokens=max_output
+        )
+        self.body = orjson.dumps(converted)
+        self.model = str(body["model"])
+        self.wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
+        payload = _json(raw)
+        usage = payload.get("usage")
+        converted = anthropic.anthropic_response_to_openai(payload, self.model)
+        return orjson.dumps(converted), (
+            anthropic.usage_from_anthropic(usage) if isinstance(usage, dict) else None
+        )
+
+    def translator(self) -> StreamTranslator:
+        return AnthropicEventsToOpenAI(self.model, self.wants_usage)
+
+
+class OpenAIChunksToAnthropic:
+    """An OpenAI-compatible upstream's chunks, re-framed as Anthropic events for the client."""
+
+    def __init__(self, model: str, message_id: str) -> None:
+        self.parser = anthropic.SSEParser()
+        self.stream = anthropic.OpenAIStreamToAnthropic(model, message_id)
+        self.usage: Usage | None = None
+        self.finished = False
+        self.chunks = 0
+
+    def feed(self, data: bytes) -> bytes:
+        return self._convert(self.parser.feed(data), final=False)
+
+    def close(self) -> bytes:
+        return self._convert(self.parser.flush(), final=True)
+
+    def _convert(self, events: list[tuple[str, bytes]], *, final: bool) -> bytes:
+        out: list[bytes] = []
+        for _, payload in events:
+            if payload.strip() == b"[DONE]":
+                out.extend(self.stream.finish())
+                self.finished = True
+                continue
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(chunk, dict):
+                usage = openai_adapter.usage_of(chunk)
+                if usage is not None:
+                    self.usage = usage
+                out.extend(self.stream.feed(chunk))
+        if final:
+            out.extend(self.stream.finish())
+        self.chunks = self.stream.chunks
+        return b"".join(out)
+
+
+class AnthropicToOpenAI:
+    """An Anthropic Messages client (``POST /v1/messages``), an OpenAI-compatible upstream."""
+
+    def __init__(
+        self, body: dict[str, Any], route: dict[str, Any], *, stream: bool, request_id: str
+    ) -> None:
+        self.url = f"{route['base_url']}/chat/completions"
+        self.headers = openai_adapter.headers(route["api_key"])
+        converted = anthropic.anthropic_request_to_openai(body, route["upstream_model"])
+        self.body = openai_adapter.request_body(
+            converted, route["upstream_model"], stream=stream, options=route.get("options")
+        )
+        self.model = str(body["model"])
+        self.message_id = "msg_" + request_id.removeprefix("req_")
+
+    def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
+        payload = _json(raw)
+        converted = anthropic.openai_response_to_anthropic(payload, self.model)
+        return orjson.dumps(converted), openai_adapter.usage_of(payload)
+
+    def translator(self) -> StreamTranslator:
+        return OpenAIChunksToAnthropic(self.model, self.message_id)
+
+
+class AnthropicPassthrough:
+    """An Anthropic stream passed through unchanged while its usage is read."""
+
+    def __init__(self) -> None:
+        self.parser = anthropic.SSEParser()
+        self.usage: Usage | None = None
+        self.finished = False
+        self.chunks = 0
+
+    def feed(self, data: bytes) -> bytes:
+        self._read(self.parser.feed(data))
+        return data
+
+    def close(self) -> bytes:
+        self._read(self.parser.flush())
+        return b""
+
+    def _read(self, events: list[tuple[str, bytes]]) -> None:
+        for name, payload in events:
+            try:
+                data = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(data, dict):
+                continue
+            kind = name or str(data.get("type", ""))
+            self.usage = anthropic.anthropic_passthrough_usage(kind, data, self.usage)
+            if kind == "content_block_delta":
+                self.chunks += 1
+            elif kind == "message_stop":
+                self.finished = True
+
+
+class AnthropicToAnthropic:
+    """Both sides speak Anthropic Messages: the body goes through with the upstream's model."""
+
+    def __init__(self, body: dict[str, Any], route: dict[str, Any]) -> None:
+        self.url = f"{route['base_url']}/messages"
+        self.headers = _anthropic_headers(route["api_key"])
+        self.body = orjson.dumps({**body, "model": route["upstream_model"]})
+
+    def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
+        usage = _json(raw).get("usage")
+        return raw, anthropic.usage_from_anthropic(usage) if isinstance(usage, dict) else None
+
+    def translator(self) -> StreamTranslator:
+        return AnthropicPassthrough()
+
+
 def make_exchange(
-    api: str, body: dict[str, Any], route: dict[str, Any], *, stream: bool
+    api: str,
+    body: dict[str, Any],
+    route: dict[str, Any],
+    *,
+    stream: bool,
+    max_output: int,
+    request_id: str,
 ) -> Exchange:
+    """The exchange for the client's API (``chat``, ``embeddings``, ``messages``) and the
+    route's upstream shape (``openai``, ``anthropic``)."""
     shape = route.get("shape", "openai")
     if shape == "openai":
+        if api == "messages":
+            return AnthropicToOpenAI(body, route, stream=stream, request_id=request_id)
         return OpenAIToOpenAI(api, body, route, stream=stream)
+    if shape == "anthropic":
+        if api == "messages":
+            return AnthropicToAnthropic(body, route)
+        if api == "chat":
+            return OpenAIToAnthropic(body, route, stream=stream, max_output=max_output)
+        raise RelayError(
+            400, "This model's provider offers no embeddings.", param="model", code="unsupported"
+        )
     raise RelayError(500, f"No adapter for upstream shape {shape!r}.", type="server_error")
