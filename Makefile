@@ -45,9 +45,19 @@ test: $(VENV)/.installed-dev browser
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(MAKE) typecheck
+
+# The relay and the pure modules it shares are strictly typed.
+typecheck: $(VENV)/.installed-dev
+	$(VENV)/bin/mypy --strict relay keys/format.py billing/pricing.py
 
 migrations-check: $(VENV)/.installed-dev
 	$(PY) manage.py makemigrations --check --dry-run
+
+# Relay benchmark (direct vs relay vs LiteLLM), offline on 127.0.0.1; see tests/bench/README.md.
+# `make bench BENCH_ARGS=--quick` for a ~2-3 minute run; `$(PY) tests/bench/run.py --help`.
+bench: $(VENV)/.installed-dev
+	$(PY) tests/bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var/staticfiles var/mail var/spool

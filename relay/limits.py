@@ -25,12 +25,14 @@ def networks(specs: list[str]) -> list[Network]:
 def client_ip(scope: dict[str, Any], trusted: list[Network]) -> str | None:
     """The peer's address; behind trusted proxies, the right-most untrusted X-Forwarded-For
     entry (entries further left can be forged by the client)."""
-    peer = (scope.get("client") or (None, None))[0]
+    client = scope.get("client")
+    peer: str | None = str(client[0]) if client else None
     if not peer or not trusted or not _within(peer, trusted):
         return peer
     for name, value in scope["headers"]:
         if name == b"x-forwarded-for":
-            hops = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+            text: str = value.decode("latin-1")
+            hops = [h.strip() for h in text.split(",") if h.strip()]
             for hop in reversed(hops):
                 if not _within(hop, trusted):
                     return hop

@@ -101,7 +101,7 @@ class Views:
                 self.live = False
                 self.generation += 1
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 except Exception:  # noqa: S110 - closing a dead connection
                     pass
             await asyncio.sleep(0.5)
