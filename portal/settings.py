@@ -241,6 +241,8 @@ TP_RELAY_BASE_URL = os.environ.get("TP_RELAY_BASE_URL", "http://127.0.0.1:8001/v
 TP_DEMO_UPSTREAM_URL = os.environ.get("TP_DEMO_UPSTREAM_URL", "")
 TP_CATALOG_FILE = Path(os.environ.get("TP_CATALOG_FILE", BASE_DIR / "catalog" / "catalog.toml"))
 TP_HOLD_MAX_AGE_SECONDS = envint("TP_HOLD_MAX_AGE_SECONDS", 3600)
+# Read by the relay too (it shares the names, not the code); shown in the docs.
+TP_RELAY_MAX_BODY_BYTES = envint("TP_RELAY_MAX_BODY_BYTES", 32 * 1024 * 1024)
 
 LOGGING = {
     "version": 1,

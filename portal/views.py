@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -25,7 +26,13 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def docs(request: HttpRequest) -> HttpResponse:
-    return render(request, "portal/docs.html", {"nav": "docs", "example_model": _example_model()})
+    context = {
+        "nav": "docs",
+        "example_model": _example_model(),
+        "relay_root_url": settings.TP_RELAY_BASE_URL.removesuffix("/v1"),
+        "max_body_mib": settings.TP_RELAY_MAX_BODY_BYTES // (1024 * 1024),
+    }
+    return render(request, "portal/docs.html", context)
 
 
 @login_required
