@@ -243,7 +243,8 @@ def test_a_client_disconnect_cancels_the_upstream_and_bills_what_was_sent(
     before = _demo_stats(demo_upstream)["cancelled"]
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: relay\r\n"
+            + b"Content-Type: application/json\r\n"
             + f"Authorization: Bearer {secret}\r\nx-demo-completion-tokens: 64\r\n".encode()
             + b"x-demo-chunk-delay-ms: 100\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
