@@ -15,6 +15,9 @@ import string
 import zlib
 
 PREFIX = "tp-sk-"
+# Management keys can manage API keys through the JSON API but cannot call models; their own
+# prefix keeps them from ever being accepted by the relay.
+MANAGEMENT_PREFIX = "tp-mk-"
 ALPHABET = string.digits + string.ascii_letters  # base62
 RANDOM_LEN = 32
 CHECKSUM_LEN = 6
@@ -34,17 +37,17 @@ def checksum(body: str) -> str:
     return _base62(zlib.crc32(body.encode("ascii")), CHECKSUM_LEN)
 
 
-def generate() -> str:
+def generate(prefix: str = PREFIX) -> str:
     body = "".join(secrets.choice(ALPHABET) for _ in range(RANDOM_LEN))
-    return PREFIX + body + checksum(body)
+    return prefix + body + checksum(body)
 
 
-def is_well_formed(key: str) -> bool:
+def is_well_formed(key: str, prefix: str = PREFIX) -> bool:
     """Shape and checksum only: cheap enough to run before any lookup."""
-    if len(key) != KEY_LEN or not key.startswith(PREFIX):
+    if len(key) != KEY_LEN or not key.startswith(prefix):
         return False
-    body = key[len(PREFIX) : len(PREFIX) + RANDOM_LEN]
-    tail = key[len(PREFIX) + RANDOM_LEN :]
+    body = key[len(prefix) : len(prefix) + RANDOM_LEN]
+    tail = key[len(prefix) + RANDOM_LEN :]
     if not all(c in ALPHABET for c in body):
         return False
     return hmac.compare_digest(checksum(body), tail)

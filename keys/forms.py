@@ -1,10 +1,110 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from catalog.models import Model
 
-class KeyForm(forms.Form):
+from . import validation
+from .models import ApiKey
+
+LIMIT_FIELDS = (
+    "allowed_models",
+    "allowed_ips",
+    "expires_at",
+    "rpm_limit",
+    "tpm_limit",
+    "spend_cap",
+    "spend_cap_period",
+)
+
+
+class LimitsForm(forms.Form):
+    """A key's limits; every one optional. Also the JSON API's rules (see keys.api)."""
+
+    allowed_models = forms.MultipleChoiceField(
+        label=_("Allowed models"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("None ticked: every model."),
+    )
+    allowed_ips = forms.CharField(
+        label=_("Allowed IP addresses"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "203.0.113.0/24\n2001:db8::1"}),
+        help_text=_("One address or CIDR range per line; empty: any address."),
+    )
+    expires_at = forms.DateTimeField(
+        label=_("Expires (UTC)"),
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    rpm_limit = forms.IntegerField(
+        label=_("Requests per minute"), required=False, min_value=1, max_value=1_000_000
+    )
+    tpm_limit = forms.IntegerField(
+        label=_("Tokens per minute"), required=False, min_value=1, max_value=1_000_000_000
+    )
+    spend_cap = forms.DecimalField(
+        label=_("Spend cap (USD)"),
+        required=False,
+        min_value=Decimal("0.01"),
+        max_digits=15,
+        decimal_places=6,
+    )
+    spend_cap_period = forms.ChoiceField(
+        label=_("Cap period"),
+        choices=ApiKey.Period.choices,
+        initial=ApiKey.Period.MONTH,
+        required=False,
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["allowed_models"].choices = [  # type: ignore[attr-defined]
+            (m.id, f"{m.name} ({m.id})") for m in Model.objects.filter(active=True)
+        ]
+
+    def clean_allowed_ips(self) -> list[str]:
+        return validation.networks(self.cleaned_data["allowed_ips"].replace(",", "\n").splitlines())
+
+    def clean_expires_at(self) -> Any:
+        return validation.expiry(self.cleaned_data["expires_at"])
+
+    def clean_spend_cap_period(self) -> str:
+        return self.cleaned_data["spend_cap_period"] or ApiKey.Period.MONTH
+
+    def limits(self) -> dict[str, Any]:
+        return {name: self.cleaned_data[name] for name in LIMIT_FIELDS}
+
+    @classmethod
+    def for_key(cls, key: ApiKey, data: Any = None) -> LimitsForm:
+        initial = {name: getattr(key, name) for name in LIMIT_FIELDS}
+        initial["allowed_ips"] = "\n".join(key.allowed_ips or [])
+        return cls(data, initial=initial, prefix="limits")
+
+
+class KeyForm(LimitsForm):
     name = forms.CharField(
         label=_("Name"),
         max_length=100,
         help_text=_("Something to recognise it by, e.g. the app or machine that uses it."),
+    )
+    field_order = ["name"]
+
+
+class RotateForm(forms.Form):
+    grace = forms.TypedChoiceField(
+        label=_("Keep the old key working for"),
+        coerce=int,
+        choices=[
+            (0, _("no time: revoke it now")),
+            (3600, _("1 hour")),
+            (86400, _("1 day")),
+            (7 * 86400, _("7 days")),
+        ],
+        initial=0,
     )

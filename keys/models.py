@@ -31,7 +31,12 @@ class ApiKey(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Where it was last used from, coarsened (an IPv4 /24 or IPv6 /48), never the address.
+    last_used_from = models.CharField(max_length=64, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    replaced_by = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replaces"
+    )
 
     # Limits, enforced by the relay. Empty means unlimited.
     allowed_models = models.JSONField(_("allowed models"), default=list, blank=True)
@@ -59,3 +64,34 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+
+class ManagementKey(models.Model):
+    """A key for scripts that manage API keys through the JSON API. It cannot call models:
+    the relay accepts only ``tp-sk-`` keys. Stored like API keys: a digest and a display
+    prefix/last four, the secret shown once."""
+
+    account = models.ForeignKey(
+        "billing.Account", on_delete=models.CASCADE, related_name="management_keys"
+    )
+    name = models.CharField(_("name"), max_length=100)
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=16)
+    last4 = models.CharField(max_length=4)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.masked})"
+
+    @property
+    def masked(self) -> str:
+        return keyformat.masked(self.prefix, self.last4)
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -8,7 +11,8 @@ from billing.models import Account
 
 from . import format as keyformat
 from . import sync
-from .models import ApiKey
+from .forms import LIMIT_FIELDS
+from .models import ApiKey, ManagementKey
 
 
 def digest(secret: str) -> str:
@@ -16,7 +20,9 @@ def digest(secret: str) -> str:
 
 
 @transaction.atomic
-def issue_key(*, account: Account, name: str) -> tuple[ApiKey, str]:
+def issue_key(
+    *, account: Account, name: str, limits: dict[str, Any] | None = None
+) -> tuple[ApiKey, str]:
     """Create a key; the secret is returned to be shown once and is never stored."""
     secret = keyformat.generate()
     key = ApiKey.objects.create(
@@ -25,9 +31,21 @@ def issue_key(*, account: Account, name: str) -> tuple[ApiKey, str]:
         digest=digest(secret),
         prefix=keyformat.display_prefix(secret),
         last4=keyformat.last_four(secret),
+        **{k: v for k, v in (limits or {}).items() if k in LIMIT_FIELDS},
     )
     transaction.on_commit(lambda: sync.push(key))
     return key, secret
+
+
+@transaction.atomic
+def update_limits(*, key: ApiKey, limits: dict[str, Any]) -> ApiKey:
+    key = ApiKey.objects.select_for_update().get(pk=key.pk)
+    for name, value in limits.items():
+        if name in LIMIT_FIELDS:
+            setattr(key, name, value)
+    key.save(update_fields=[n for n in limits if n in LIMIT_FIELDS])
+    transaction.on_commit(lambda: sync.push(key))
+    return key
 
 
 @transaction.atomic
@@ -42,6 +60,30 @@ def revoke_key(*, key: ApiKey) -> ApiKey:
     return key
 
 
+@transaction.atomic
+def rotate_key(*, key: ApiKey, grace_seconds: int = 0) -> tuple[ApiKey, str]:
+    """A new secret with the same name and limits. The old key is revoked at once, or keeps
+    working until the grace period ends (the relay refuses it by its expiry from then)."""
+    old = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if not old.is_active:
+        raise ValueError("a revoked key cannot be rotated")
+    new, secret = issue_key(
+        account=old.account,
+        name=old.name,
+        limits={name: getattr(old, name) for name in LIMIT_FIELDS},
+    )
+    old.replaced_by = new
+    if grace_seconds <= 0:
+        old.save(update_fields=["replaced_by"])
+        revoke_key(key=old)
+    else:
+        ends = timezone.now() + timedelta(seconds=grace_seconds)
+        old.expires_at = min(old.expires_at, ends) if old.expires_at else ends
+        old.save(update_fields=["replaced_by", "expires_at"])
+        transaction.on_commit(lambda: sync.push(old))
+    return new, secret
+
+
 def find(identifier: str) -> ApiKey | None:
     """A key by its whole secret or by its displayed prefix (unique among active keys)."""
     identifier = identifier.strip()
@@ -50,3 +92,34 @@ def find(identifier: str) -> ApiKey | None:
     prefix = identifier.split("…")[0].rstrip(".")
     matches = list(ApiKey.objects.filter(prefix=prefix)[:2])
     return matches[0] if len(matches) == 1 else None
+
+
+# ---- management keys -------------------------------------------------------------------------
+
+
+def issue_management_key(*, account: Account, name: str) -> tuple[ManagementKey, str]:
+    secret = keyformat.generate(keyformat.MANAGEMENT_PREFIX)
+    key = ManagementKey.objects.create(
+        account=account,
+        name=name.strip()[:100] or "default",
+        digest=digest(secret),
+        prefix=keyformat.display_prefix(secret),
+        last4=keyformat.last_four(secret),
+    )
+    return key, secret
+
+
+def revoke_management_key(*, key: ManagementKey) -> None:
+    ManagementKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+
+
+def management_key_for(secret: str) -> ManagementKey | None:
+    if not keyformat.is_well_formed(secret, keyformat.MANAGEMENT_PREFIX):
+        return None
+    return (
+        ManagementKey.objects.filter(digest=digest(secret), revoked_at__isnull=True)
+        .select_related("account__user")
+        .first()
+    )

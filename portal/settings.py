@@ -7,6 +7,7 @@ under ``var/``. Production sets ``DEBUG=0`` and must give SECRET_KEY and TP_KEY_
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -71,8 +72,13 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "allauth",
     "allauth.account",
+    "allauth.mfa",
+    "allauth.usersessions",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
+    "csp",
     "portal",
     "billing",
     "keys",
@@ -89,7 +95,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
@@ -173,6 +181,22 @@ ACCOUNT_EMAIL_SUBJECT_PREFIX = "[TokenPapa] "
 ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
 ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
 ACCOUNT_SESSION_REMEMBER = None
+# One address per account; a change is verified at the new address before it takes effect.
+ACCOUNT_CHANGE_EMAIL = True
+# Changing the email or password, two-factor settings and management keys ask for the
+# password (or a second factor) again when the last confirmation is older than this.
+ACCOUNT_REAUTHENTICATION_REQUIRED = True
+ACCOUNT_REAUTHENTICATION_TIMEOUT = 300
+
+# Two-factor authentication: an authenticator app (TOTP) with recovery codes, and passkeys.
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_PASSKEY_LOGIN_ENABLED = True
+MFA_TOTP_ISSUER = os.environ.get("MFA_TOTP_ISSUER", "TokenPapa")
+MFA_TOTP_TOLERANCE = 1  # one 30-second step either way, for clocks that drift
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG  # http://127.0.0.1 in development
+
+# Signed-in sessions are listed and can be ended from the account pages.
+USERSESSIONS_TRACK_ACTIVITY = True
 
 EMAIL_BACKEND = os.environ.get(
     "EMAIL_BACKEND",
@@ -187,6 +211,44 @@ EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "TokenPapa <noreply@localhost>")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "keys.authentication.ManagementKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_RATES": {"user": "600/min"},
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "TokenPapa API",
+    "DESCRIPTION": "Manage API keys. Authenticate with a management key "
+    "(Authorization: Bearer tp-mk-...) or a browser session.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Content-Security-Policy: no inline scripts anywhere; nothing from other origins.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    }
+}
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English"))]
@@ -220,7 +282,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if not DEBUG:
     SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", True)
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -241,6 +304,12 @@ TP_RELAY_BASE_URL = os.environ.get("TP_RELAY_BASE_URL", "http://127.0.0.1:8001/v
 TP_DEMO_UPSTREAM_URL = os.environ.get("TP_DEMO_UPSTREAM_URL", "")
 TP_CATALOG_FILE = Path(os.environ.get("TP_CATALOG_FILE", BASE_DIR / "catalog" / "catalog.toml"))
 TP_HOLD_MAX_AGE_SECONDS = envint("TP_HOLD_MAX_AGE_SECONDS", 3600)
+# Leaked-key reports (keys.leaks): a shared HMAC secret, and/or secret scanners' ECDSA public
+# keys as JSON {"key id": "-----BEGIN PUBLIC KEY-----..."} (GitHub's partner programme).
+TP_SECRET_SCANNING_HMAC_SECRET = os.environ.get("TP_SECRET_SCANNING_HMAC_SECRET", "")
+TP_SECRET_SCANNING_PUBLIC_KEYS: dict[str, str] = json.loads(
+    os.environ.get("TP_SECRET_SCANNING_PUBLIC_KEYS") or "{}"
+)
 # Read by the relay too (it shares the names, not the code); shown in the docs.
 TP_RELAY_MAX_BODY_BYTES = envint("TP_RELAY_MAX_BODY_BYTES", 32 * 1024 * 1024)
 
@@ -252,3 +321,4 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+

@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from billing import views as billing_views
 from catalog import views as catalog_views
-from keys import views as key_views
 
 from . import views
 
@@ -12,11 +12,20 @@ urlpatterns = [
     path("models/", catalog_views.model_list, name="models"),
     path("docs/", views.docs, name="docs"),
     path("dashboard/", views.dashboard, name="dashboard"),
-    path("keys/", key_views.key_list, name="keys"),
-    path("keys/<int:key_id>/revoke/", key_views.revoke, name="key_revoke"),
+    path("keys/", include("keys.urls")),
     path("usage/", billing_views.usage, name="usage"),
     path("billing/", billing_views.billing, name="billing"),
+    path("account/data/", views.account_data, name="account_data"),
+    path("account/export/", views.account_export, name="account_export"),
+    path("account/delete/", views.account_delete, name="account_delete"),
     path("accounts/", include("allauth.urls")),
+    path("api/v1/", include("keys.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="api_schema"),
+        name="api_docs",
+    ),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("favicon.ico", views.favicon),

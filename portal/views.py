@@ -2,18 +2,25 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from allauth.account.decorators import reauthentication_required
 from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.db.models import Sum
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
 
 from billing import ledger
 from billing.models import DailyUsage, UsageEvent
 from billing.selectors import account_of
 from catalog.models import Model
+
+from . import account as account_service
 
 
 def _example_model() -> str:
@@ -66,3 +73,37 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 def favicon(request: HttpRequest) -> HttpResponse:
     return redirect(static("favicon.svg"), permanent=True)
+
+
+@login_required
+def account_data(request: HttpRequest) -> HttpResponse:
+    account = account_of(request.user)
+    return render(
+        request,
+        "portal/account_data.html",
+        {"nav": "account", "summary": ledger.summary(account)},
+    )
+
+
+@login_required
+@reauthentication_required
+def account_export(request: HttpRequest) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        account_service.export(request.user), content_type="application/json"
+    )
+    stamp = timezone.now().strftime("%Y%m%d")
+    response["Content-Disposition"] = f'attachment; filename="tokenpapa-export-{stamp}.json"'
+    return response
+
+
+@login_required
+@reauthentication_required
+@require_POST
+def account_delete(request: HttpRequest) -> HttpResponse:
+    if request.POST.get("confirm", "").strip().lower() != request.user.email.lower():
+        messages.error(request, _("Type your email address to confirm the deletion."))
+        return redirect("account_data")
+    account_service.delete(request.user)
+    logout(request)
+    messages.success(request, _("Your account is deleted and every key is revoked."))
+    return redirect("home")

@@ -4,6 +4,7 @@ demo upstream, the relay as its own process, and a real Celery worker consuming 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from playwright.sync_api import Browser, Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +44,18 @@ def clean_redis(django_db_setup: Any) -> None:
     from django.conf import settings
 
     redis_lib.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture(autouse=True)
+def clean_cache(clean_redis: None) -> None:
+    """Each test starts with an empty Django cache (allauth's rate-limit counters live there,
+    and one test's failed logins must not lock the next test's user out)."""
+    from django.conf import settings
+
+    raw = redis_lib.Redis.from_url(settings.REDIS_URL)
+    names = list(raw.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*", count=1000))
+    if names:
+        raw.delete(*names)
 
 
 @pytest.fixture(scope="session")
@@ -151,3 +165,36 @@ def make_user(transactional_db: None) -> Any:
         return get_user_model().objects.get(email=email)
 
     return make
+
+
+# ---- browser tests: Debian's Chromium driven by Playwright ------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(base_url=None)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.on("dialog", lambda dialog: dialog.accept())
+    yield page
+    context.close()

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import api, leaks
+
+urlpatterns = [
+    path("keys/", api.keys, name="api_keys"),
+    path("keys/<int:key_id>/", api.key, name="api_key"),
+    path("keys/<int:key_id>/revoke/", api.revoke, name="api_key_revoke"),
+    path("keys/<int:key_id>/rotate/", api.rotate, name="api_key_rotate"),
+    path("secret-scanning/", leaks.report, name="secret_scanning"),
+]

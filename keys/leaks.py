@@ -1,0 +1,114 @@
+"""Leaked-key reports, in the style of GitHub's secret-scanning partner programme.
+
+A scanner POSTs a JSON array of candidates (``[{"token": "tp-sk-…", "type": …, "url": …,
+"source": …}]``). The request is verified first, on the raw body: either GitHub's way (an
+ECDSA P-256 / SHA-256 signature in ``Github-Public-Key-Signature`` by the public key named in
+``Github-Public-Key-Identifier``, keys configured by the operator) or with a shared secret
+(``X-Signature: sha256=<HMAC-SHA256 of the body>``). Each candidate's checksum is checked
+without a lookup; a match is revoked at once and its owner emailed. The answer labels every
+candidate ``true_positive`` or ``false_positive``, as GitHub expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+from drf_spectacular.utils import extend_schema
+
+from . import format as keyformat
+from .models import ApiKey
+from .services import digest, revoke_key
+
+log = logging.getLogger(__name__)
+
+MAX_CANDIDATES = 1000
+
+
+def _verified(request: HttpRequest) -> bool:
+    body = request.body
+    secret: str = settings.TP_SECRET_SCANNING_HMAC_SECRET
+    signature = request.headers.get("X-Signature", "")
+    if secret and signature.startswith("sha256="):
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, signature.removeprefix("sha256="))
+    keys: dict[str, str] = settings.TP_SECRET_SCANNING_PUBLIC_KEYS
+    key_id = request.headers.get("Github-Public-Key-Identifier", "")
+    github_signature = request.headers.get("Github-Public-Key-Signature", "")
+    if key_id in keys and github_signature:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        try:
+            public_key = serialization.load_pem_public_key(keys[key_id].encode())
+            if not isinstance(public_key, ec.EllipticCurvePublicKey):
+                return False
+            public_key.verify(base64.b64decode(github_signature), body, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+    return False
+
+
+def _notify(key: ApiKey, url: str) -> None:
+    user = key.account.user
+    context = {"key": key, "url": url[:500]}
+    send_mail(
+        subject=render_to_string("keys/email/leaked_subject.txt", context).strip(),
+        message=render_to_string("keys/email/leaked_body.txt", context),
+        from_email=None,
+        recipient_list=[user.email],
+    )
+
+
+@extend_schema(exclude=True)
+@csrf_exempt
+@require_POST
+def report(request: HttpRequest) -> HttpResponse:
+    if not (settings.TP_SECRET_SCANNING_HMAC_SECRET or settings.TP_SECRET_SCANNING_PUBLIC_KEYS):
+        raise Http404  # not configured: not offered
+    if not _verified(request):
+        return JsonResponse({"error": "invalid signature"}, status=401)
+    try:
+        candidates = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return JsonResponse({"error": "invalid JSON"}, status=400)
+    if not isinstance(candidates, list) or len(candidates) > MAX_CANDIDATES:
+        return JsonResponse({"error": f"expected an array of at most {MAX_CANDIDATES}"}, status=400)
+    answers: list[dict[str, Any]] = []
+    for candidate in candidates:
+        if not isinstance(candidate, dict) or not isinstance(candidate.get("token"), str):
+            continue
+        token: str = candidate["token"]
+        label = "false_positive"
+        if keyformat.is_well_formed(token):
+            key = (
+                ApiKey.objects.select_related("account__user").filter(digest=digest(token)).first()
+            )
+            if key is not None:
+                label = "true_positive"
+                if key.is_active:
+                    revoke_key(key=key)
+                    url = str(candidate.get("url") or "")
+                    transaction.on_commit(lambda key=key, url=url: _notify(key, url))
+                    log.warning("revoked leaked key %s (account %s)", key.masked, key.account_id)
+        answers.append(
+            {
+                "token_raw": token,
+                "token_type": str(candidate.get("type") or "tokenpapa_api_key")[:100],
+                "label": label,
+            }
+        )
+    return JsonResponse(answers, safe=False)

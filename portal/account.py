@@ -1,0 +1,149 @@
+"""Account data: export everything we hold about a user, and delete an account.
+
+Deleting erases personal data and revokes every key at once, but keeps the ledger and the
+usage log (anonymised: they hang off an account whose user no longer has a name or an email)
+because accounting needs them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from allauth.account.models import EmailAddress
+from django.contrib.auth.hashers import make_password
+from django.db import transaction
+
+from billing import ledger
+from billing.models import LedgerEntry, UsageEvent
+from billing.selectors import account_of
+from keys.models import ApiKey
+from keys.services import revoke_key, revoke_management_key
+
+from .models import User
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, ensure_ascii=False)
+
+
+KEY_FIELDS = (
+    "name",
+    "prefix",
+    "last4",
+    "status",
+    "created_at",
+    "last_used_at",
+    "revoked_at",
+    "allowed_models",
+    "allowed_ips",
+    "expires_at",
+    "rpm_limit",
+    "tpm_limit",
+    "spend_cap",
+    "spend_cap_period",
+)
+LEDGER_FIELDS = ("seq", "created_at", "kind", "amount", "balance_after", "reference", "note")
+USAGE_FIELDS = (
+    "request_id",
+    "started_at",
+    "key__name",
+    "model_id",
+    "provider",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "price_version",
+    "estimated",
+    "status",
+    "streamed",
+    "duration_ms",
+)
+
+
+def export(user: User) -> Iterator[str]:
+    """The user's data as one JSON document, streamed: the usage log can be long. Keys
+    appear without secrets (we have none to give)."""
+    account = account_of(user)
+    head = {
+        "account": {
+            "email": user.email,
+            "name": user.name,
+            "date_joined": user.date_joined,
+            "email_addresses": list(
+                EmailAddress.objects.filter(user=user).values("email", "verified", "primary")
+            ),
+            "balance": ledger.balance(account),
+        },
+        "api_keys": list(ApiKey.objects.filter(account=account).values(*KEY_FIELDS)),
+        "management_keys": list(
+            account.management_keys.values("name", "prefix", "last4", "created_at", "revoked_at")
+        ),
+    }
+    yield _dumps(head)[:-1]
+    for name, rows in (
+        (
+            "ledger",
+            LedgerEntry.objects.filter(account=account).order_by("seq").values(*LEDGER_FIELDS),
+        ),
+        (
+            "usage",
+            UsageEvent.objects.filter(account=account).order_by("started_at").values(*USAGE_FIELDS),
+        ),
+    ):
+        yield f', "{name}": ['
+        for i, row in enumerate(rows.iterator(chunk_size=2000)):
+            yield ("," if i else "") + _dumps(row)
+        yield "]"
+    yield "}\n"
+
+
+@transaction.atomic
+def delete(user: User) -> None:
+    account = account_of(user)
+    for key in ApiKey.objects.filter(account=account, status=ApiKey.Status.ACTIVE):
+        revoke_key(key=key)
+    for management_key in account.management_keys.filter(revoked_at__isnull=True):
+        revoke_management_key(key=management_key)
+    # Every signed-in session of the user ends (allauth's session list knows them all).
+    from allauth.usersessions.models import UserSession
+
+    for session in UserSession.objects.filter(user=user):
+        session.end()
+    EmailAddress.objects.filter(user=user).delete()
+    _delete_related(user)
+    user.email = f"deleted-{user.pk}@deleted.invalid"
+    user.name = ""
+    user.password = make_password(None)
+    user.is_active = False
+    user.is_staff = False
+    user.is_superuser = False
+    user.save()
+
+
+def _delete_related(user: User) -> None:
+    """Other personal records apps keep about the user (two-factor devices, sessions list,
+    billing details), wherever those apps are installed."""
+    from django.apps import apps
+
+    for label, model_name, field in (
+        ("mfa", "Authenticator", "user"),
+        ("billing", "BillingProfile", "account__user"),
+    ):
+        try:
+            model = apps.get_model(label, model_name)
+        except LookupError:
+            continue
+        model.objects.filter(**{field: user}).delete()
