@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import ApiKey
+from .models import ApiKey, ManagementKey
 
 
 @admin.register(ApiKey)
@@ -19,3 +19,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "last_used_at",
         "revoked_at",
     )
+
+
+@admin.register(ManagementKey)
+class ManagementKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "masked", "account", "created_at", "last_used_at", "revoked_at")
+    search_fields = ("name", "prefix", "account__user__email")
+    exclude = ("digest",)
+    readonly_fields = ("prefix", "last4", "account", "created_at", "last_used_at")

@@ -62,6 +62,7 @@ class Request:
         "body",
         "cap_key",
         "chunks",
+        "client_net",
         "disconnected",
         "done",
         "held",
@@ -100,6 +101,7 @@ class Request:
         self.price: Price | None = None
         self.body: dict[str, Any] = {}
         self.cap_key = ""
+        self.client_net = ""
         self.tpm_key = ""
         self.rate_headers: list[tuple[bytes, bytes]] = []
 
@@ -415,7 +417,9 @@ class Relay:
                 param="model",
                 code="model_not_found",
             )
-        limits.check(req.key, model["id"], limits.client_ip(scope, self.trusted), req.started)
+        ip = limits.client_ip(scope, self.trusted)
+        limits.check(req.key, model["id"], ip, req.started)
+        req.client_net = limits.coarse(ip)
         req.model = model
         req.price = Price.from_dict(model["price"])
         req.stream = api in ("chat", "messages") and bool(req.body.get("stream"))
@@ -748,6 +752,7 @@ class Relay:
                 "started_at": req.started,
                 "duration_ms": int((now - req.started) * 1000),
                 "ttfb_ms": int((req.ttfb - req.started) * 1000) if req.ttfb else None,
+                "client_net": req.client_net,
             }
         )
 

@@ -78,3 +78,32 @@ def test_no_secret_is_kept_anywhere(
     for path in var.rglob("*") if var.exists() else []:
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_the_admin_shows_neither_secret_nor_digest(make_user: Any) -> None:
+    from django.contrib.auth import get_user_model
+
+    from keys.models import ApiKey, ManagementKey
+    from keys.services import issue_key, issue_management_key
+
+    owner = make_user("owner@example.com")
+    key, secret = issue_key(account=owner.account, name="in-admin")
+    management, management_secret = issue_management_key(account=owner.account, name="m")
+    staff = get_user_model().objects.create_superuser(email="op@example.com", password="x" * 20)
+    client = Client()
+    client.force_login(staff)
+    for url, obj, hidden in (
+        (reverse("admin:keys_apikey_changelist"), key, secret),
+        (reverse("admin:keys_apikey_change", args=[key.pk]), key, secret),
+        (reverse("admin:keys_managementkey_changelist"), management, management_secret),
+        (
+            reverse("admin:keys_managementkey_change", args=[management.pk]),
+            management,
+            management_secret,
+        ),
+    ):
+        body = client.get(url).content.decode()
+        assert obj.masked in body
+        assert hidden not in body and obj.digest not in body
+    assert ApiKey.objects.filter(digest=key.digest).exists()
+    assert management_secret not in str(list(ManagementKey.objects.values()))
