@@ -44,3 +44,201 @@ class UsageEventAdmin(ReadOnly):
     )
     list_filter = ("status", "estimated", "model_id")
     search_fields = ("request_id", "account__user__email")
+
+
+# -- payments, provider events and vouchers (issue 4) -------------------------------------------
+
+import csv  # noqa: E402
+from decimal import Decimal  # noqa: E402
+
+from django import forms  # noqa: E402
+from django.contrib import messages  # noqa: E402
+from django.http import HttpResponse  # noqa: E402
+
+from . import payments as payment_services  # noqa: E402
+from . import vouchers as voucher_services  # noqa: E402
+from . import webhooks  # noqa: E402
+from .models import (  # noqa: E402
+    BillingProfile,
+    Payment,
+    PaymentAdjustment,
+    Voucher,
+    VoucherBatch,
+    WebhookEvent,
+)
+from .providers.base import ProviderError  # noqa: E402
+
+
+class AdjustmentInline(admin.TabularInline):
+    model = PaymentAdjustment
+    extra = 0
+    can_delete = False
+    readonly_fields = ("kind", "reference", "gross", "amount", "ledger_entry", "created_at")
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(Payment)
+class PaymentAdmin(ReadOnly):
+    list_display = (
+        "receipt_number",
+        "account",
+        "provider",
+        "status",
+        "amount",
+        "fee",
+        "credited",
+        "reversed",
+        "auto",
+        "created_at",
+    )
+    list_filter = ("status", "provider", "auto", "dispute_status")
+    search_fields = ("uuid", "checkout_id", "provider_payment_id", "account__user__email")
+    readonly_fields = [f.name for f in Payment._meta.fields]
+    inlines = [AdjustmentInline]
+    actions = ["check_at_provider"]
+
+    @admin.action(description="Check the selected payments at their provider")
+    def check_at_provider(self, request, queryset):  # type: ignore[no-untyped-def]
+        done = 0
+        for payment in queryset:
+            try:
+                payment_services.sync(payment)
+                done += 1
+            except ProviderError as exc:
+                self.message_user(request, f"{payment.receipt_number}: {exc}", messages.WARNING)
+        self.message_user(request, f"Checked {done} payment(s).")
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(ReadOnly):
+    list_display = (
+        "event_id",
+        "provider",
+        "type",
+        "status",
+        "attempts",
+        "deliveries",
+        "received_at",
+    )
+    list_filter = ("status", "provider", "type")
+    search_fields = ("event_id", "type")
+    readonly_fields = [f.name for f in WebhookEvent._meta.fields]
+    actions = ["replay"]
+
+    @admin.action(description="Replay the selected events (failed or received ones run again)")
+    def replay(self, request, queryset):  # type: ignore[no-untyped-def]
+        results = webhooks.replay(list(queryset))
+        by_status: dict[str, int] = {}
+        for event in results:
+            by_status[event.status] = by_status.get(event.status, 0) + 1
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+        self.message_user(request, f"Replayed: {summary}.")
+
+
+class VoucherBatchForm(forms.ModelForm):
+    class Meta:
+        model = VoucherBatch
+        fields = ["name", "amount", "count", "expires_at", "note"]
+
+
+class VoucherInline(admin.TabularInline):
+    model = Voucher
+    extra = 0
+    can_delete = False
+    fields = ("display_code", "amount", "redeemed_by", "redeemed_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(VoucherBatch)
+class VoucherBatchAdmin(admin.ModelAdmin):
+    """Adding a batch generates its codes; a batch is never edited afterwards."""
+
+    form = VoucherBatchForm
+    list_display = ("name", "amount", "count", "redeemed", "expires_at", "created_at")
+    inlines = [VoucherInline]
+    actions = ["export_codes"]
+
+    def redeemed(self, obj: VoucherBatch) -> int:
+        return obj.vouchers.filter(redeemed_by__isnull=False).count()
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return obj is None
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return ["name", "amount", "count", "expires_at", "note"] if obj else []
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        if change:
+            return
+        batch = voucher_services.make_batch(
+            name=obj.name,
+            amount=Decimal(obj.amount),
+            count=obj.count,
+            expires_at=obj.expires_at,
+            note=obj.note,
+            created_by=str(request.user),
+        )
+        obj.pk = batch.pk
+        obj.created_at = batch.created_at
+
+    @admin.action(description="Export the codes of the selected batches as CSV")
+    def export_codes(self, request, queryset):  # type: ignore[no-untyped-def]
+        response = HttpResponse(content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="vouchers.csv"'
+        writer = csv.writer(response)
+        writer.writerow(["batch", "code", "amount_usd", "expires_at", "redeemed"])
+        for voucher in Voucher.objects.filter(batch__in=queryset).select_related("batch"):
+            writer.writerow(
+                [
+                    voucher.batch.name,
+                    voucher.display_code,
+                    voucher.amount,
+                    voucher.expires_at or "",
+                    "yes" if voucher.redeemed_by_id else "no",
+                ]
+            )
+        return response
+
+
+@admin.register(Voucher)
+class VoucherAdmin(ReadOnly):
+    list_display = ("display_code", "batch", "amount", "redeemed_by", "redeemed_at", "expires_at")
+    list_filter = ("batch",)
+    search_fields = ("code",)
+
+
+@admin.register(BillingProfile)
+class BillingProfileAdmin(admin.ModelAdmin):
+    list_display = (
+        "account",
+        "company",
+        "low_balance_threshold",
+        "auto_topup_enabled",
+        "auto_topup_failures",
+        "card_last4",
+    )
+    search_fields = ("account__user__email", "company", "vat_id")
+    readonly_fields = (
+        "account",
+        "stripe_customer_id",
+        "stripe_payment_method_id",
+        "card_brand",
+        "card_last4",
+        "low_balance_notified",
+        "auto_topup_failures",
+        "auto_topup_last_error",
+    )
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 from django.conf import settings
@@ -119,3 +120,280 @@ class DailyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.model_id}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Top-ups, provider events, vouchers and the user's billing settings (issue 4)
+# ---------------------------------------------------------------------------------------------
+
+
+class BillingProfile(models.Model):
+    """The customer's billing details (printed on receipts) and their balance settings: the
+    low-balance alert and auto top-up with a card saved at Stripe."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="profile")
+    name = models.CharField(_("name"), max_length=150, blank=True)
+    company = models.CharField(_("company"), max_length=150, blank=True)
+    address_line1 = models.CharField(_("address"), max_length=200, blank=True)
+    address_line2 = models.CharField(_("address (line 2)"), max_length=200, blank=True)
+    postal_code = models.CharField(_("postal code"), max_length=20, blank=True)
+    city = models.CharField(_("city"), max_length=100, blank=True)
+    country = models.CharField(_("country"), max_length=100, blank=True)
+    vat_id = models.CharField(_("VAT ID"), max_length=40, blank=True)
+
+    # Low-balance email: sent when the available balance falls below the threshold, then not
+    # again until the balance has been back at or above it ("once per crossing").
+    low_balance_threshold = models.DecimalField(**MONEY, null=True, blank=True)
+    low_balance_notified = models.BooleanField(default=False)
+
+    # Auto top-up: an off-session charge of ``auto_topup_amount`` on the saved card when the
+    # available balance falls below ``auto_topup_threshold``. Three failures in a row turn it
+    # off (and the user is told by email).
+    auto_topup_enabled = models.BooleanField(default=False)
+    auto_topup_threshold = models.DecimalField(**MONEY, null=True, blank=True)
+    auto_topup_amount = models.DecimalField(**MONEY, null=True, blank=True)
+    auto_topup_failures = models.PositiveSmallIntegerField(default=0)
+    auto_topup_last_error = models.CharField(max_length=300, blank=True)
+
+    stripe_customer_id = models.CharField(max_length=100, blank=True)
+    stripe_payment_method_id = models.CharField(max_length=100, blank=True)
+    card_brand = models.CharField(max_length=30, blank=True)
+    card_last4 = models.CharField(max_length=4, blank=True)
+
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stripe_customer_id"],
+                condition=~models.Q(stripe_customer_id=""),
+                name="billingprofile_stripe_customer_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"billing profile of {self.account}"
+
+    @property
+    def has_saved_card(self) -> bool:
+        return bool(self.stripe_customer_id and self.stripe_payment_method_id)
+
+    def details(self) -> dict[str, str]:
+        """The customer block of a receipt, as it stands now."""
+        return {
+            "name": self.name,
+            "company": self.company,
+            "address_line1": self.address_line1,
+            "address_line2": self.address_line2,
+            "postal_code": self.postal_code,
+            "city": self.city,
+            "country": self.country,
+            "vat_id": self.vat_id,
+        }
+
+
+class Payment(models.Model):
+    """One top-up attempt at one provider. ``payments.confirm`` is the only code that credits
+    it, under this row's lock, once; the credit is keyed on the provider's payment id."""
+
+    class Provider(models.TextChoices):
+        STRIPE = "stripe", _("Card (Stripe)")
+        PAYPAL = "paypal", _("PayPal")
+        BTCPAY = "btcpay", _("Crypto (BTCPay Server)")
+
+    class Status(models.TextChoices):
+        CREATED = "created", _("Created")  # ours only; the customer has not paid yet
+        PENDING = "pending", _("Pending")  # the provider has it in progress
+        CONFIRMED = "confirmed", _("Paid")  # credited (the only credited state)
+        FAILED = "failed", _("Failed")
+        CANCELED = "canceled", _("Canceled")
+        EXPIRED = "expired", _("Expired")
+        NEEDS_REVIEW = "needs_review", _("Needs review")  # e.g. partly paid: an operator decides
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="payments")
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.CREATED, db_index=True
+    )
+    currency = models.CharField(max_length=3, default="USD")
+    amount = models.DecimalField(**MONEY, help_text=_("Credit asked for (USD)."))
+    fee = models.DecimalField(**MONEY, default=Decimal(0))
+    total = models.DecimalField(**MONEY, help_text=_("What the customer is charged."))
+    auto = models.BooleanField(default=False, help_text=_("An automatic top-up."))
+    save_card = models.BooleanField(default=False)
+
+    checkout_id = models.CharField(max_length=200, blank=True, db_index=True)
+    checkout_url = models.URLField(max_length=2000, blank=True)
+    provider_payment_id = models.CharField(max_length=200, blank=True)
+
+    amount_received = models.DecimalField(**MONEY, null=True, blank=True)
+    credited = models.DecimalField(**MONEY, null=True, blank=True)
+    credit_entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="payment"
+    )
+    refunded_gross = models.DecimalField(
+        **MONEY, default=Decimal(0), help_text=_("Refunded at the provider (what was charged).")
+    )
+    reversed = models.DecimalField(
+        **MONEY, default=Decimal(0), help_text=_("Taken back from the balance.")
+    )
+    dispute_status = models.CharField(max_length=40, blank=True)
+    status_detail = models.CharField(max_length=300, blank=True)
+    billing_details = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # The credit is keyed on the provider's payment id (Stripe: the PaymentIntent).
+            models.UniqueConstraint(
+                fields=["provider", "provider_payment_id"],
+                condition=~models.Q(provider_payment_id=""),
+                name="payment_provider_payment_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["provider", "checkout_id"],
+                condition=~models.Q(checkout_id=""),
+                name="payment_provider_checkout_unique",
+            ),
+            models.CheckConstraint(condition=models.Q(amount__gt=0), name="payment_amount_pos"),
+            models.CheckConstraint(
+                condition=~models.Q(status="confirmed") | models.Q(credit_entry__isnull=False),
+                name="payment_confirmed_has_credit",
+            ),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_provider_display()} {self.total} USD ({self.status})"
+
+    @property
+    def receipt_number(self) -> str:
+        return f"TP-{self.pk:08d}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in {self.Status.CREATED, self.Status.PENDING}
+
+    @property
+    def net_credit(self) -> Decimal:
+        return (self.credited or Decimal(0)) - self.reversed
+
+
+class PaymentAdjustment(models.Model):
+    """Money a provider took back (refund, chargeback, dispute fee) or gave back (a dispute
+    won), each applied once: ``reference`` is unique per provider."""
+
+    class Kind(models.TextChoices):
+        REFUND = "refund", _("Refund")
+        CHARGEBACK = "chargeback", _("Chargeback")
+        DISPUTE_FEE = "dispute_fee", _("Dispute fee")
+        REINSTATED = "reinstated", _("Dispute won")
+
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="adjustments")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    reference = models.CharField(max_length=200)
+    gross = models.DecimalField(**MONEY, help_text=_("The provider's figure."))
+    amount = models.DecimalField(**MONEY, help_text=_("What moved on the balance (signed)."))
+    ledger_entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="adjustment"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["payment", "kind", "reference"], name="payment_adjustment_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} ({self.reference})"
+
+
+class WebhookEvent(models.Model):
+    """Every verified event a provider sent, stored once (unique provider event id) with what
+    became of it, so that a failed one can be seen and replayed."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", _("Received")
+        PROCESSED = "processed", _("Processed")
+        IGNORED = "ignored", _("Ignored")
+        FAILED = "failed", _("Failed")
+
+    provider = models.CharField(max_length=20, choices=Payment.Provider.choices)
+    event_id = models.CharField(max_length=200)
+    type = models.CharField(max_length=100, db_index=True)
+    payload = models.JSONField()
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.RECEIVED, db_index=True
+    )
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    deliveries = models.PositiveIntegerField(default=1)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_once")
+        ]
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.type} {self.event_id}"
+
+
+class VoucherBatch(models.Model):
+    name = models.CharField(max_length=100)
+    amount = models.DecimalField(**MONEY)
+    count = models.PositiveIntegerField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    created_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount__gt=0), name="voucher_batch_pos")
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.count} × {self.amount} USD)"
+
+
+class Voucher(models.Model):
+    """A code worth ``amount`` once. ``code`` is stored normalised (upper case, no dashes)."""
+
+    batch = models.ForeignKey(VoucherBatch, on_delete=models.PROTECT, related_name="vouchers")
+    code = models.CharField(max_length=40, unique=True)
+    amount = models.DecimalField(**MONEY)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    redeemed_by = models.ForeignKey(
+        Account, on_delete=models.PROTECT, null=True, blank=True, related_name="vouchers"
+    )
+    redeemed_at = models.DateTimeField(null=True, blank=True)
+    ledger_entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, null=True, blank=True, related_name="voucher"
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount__gt=0), name="voucher_amount_pos"),
+            models.CheckConstraint(
+                condition=models.Q(redeemed_by__isnull=True, ledger_entry__isnull=True)
+                | models.Q(redeemed_by__isnull=False, ledger_entry__isnull=False),
+                name="voucher_redeemed_has_credit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"voucher …{self.code[-4:]} ({self.amount} USD)"
+
+    @property
+    def display_code(self) -> str:
+        return "-".join(self.code[i : i + 4] for i in range(0, len(self.code), 4))

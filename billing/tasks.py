@@ -41,3 +41,52 @@ def reconcile() -> int:
     for problem in problems:
         log.error("reconcile: %s", problem)
     return len(problems)
+
+
+# -- payments, alerts and auto top-up (issue 4) -------------------------------------------------
+
+
+@shared_task(
+    name="billing.check_balances",
+    bind=True,
+    acks_late=True,
+    max_retries=5,
+    time_limit=120,
+    soft_time_limit=100,
+)
+def check_balances(self: Any, account_ids: list[int]) -> int:
+    """Low-balance emails and auto top-ups for accounts just debited."""
+    from . import alerts
+
+    failed = []
+    for account_id in account_ids:
+        try:
+            alerts.check_balance(int(account_id))
+        except Exception:
+            log.exception("balance check of account %s failed", account_id)
+            failed.append(account_id)
+    if failed:
+        raise self.retry(args=[failed], countdown=min(300, 10 * 2**self.request.retries))
+    return len(account_ids)
+
+
+@shared_task(name="billing.sweep_balances", time_limit=600, soft_time_limit=540)
+def sweep_balances() -> int:
+    from . import alerts
+
+    return alerts.sweep()
+
+
+@shared_task(name="billing.sync_open_payments", time_limit=600, soft_time_limit=540)
+def sync_open_payments() -> int:
+    """Payments still open after a few minutes: ask their provider (missed webhooks)."""
+    from . import payments
+
+    return payments.sync_open_payments()
+
+
+@shared_task(name="billing.replay_failed_events", time_limit=600, soft_time_limit=540)
+def replay_failed_events() -> int:
+    from . import webhooks
+
+    return len(webhooks.replay())

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from catalog.models import PriceVersion
 from keys.models import ApiKey
 
-from . import ledger, sync
+from . import alerts, ledger, sync
 from .models import Account, LedgerEntry, UsageEvent
 from .pricing import Price, cost
 
@@ -44,6 +44,7 @@ class Event:
     started_at: datetime
     duration_ms: int
     ttfb_ms: int | None
+    client_net: str
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Event:
@@ -68,6 +69,7 @@ class Event:
             started_at=datetime.fromtimestamp(float(raw["started_at"]), tz=UTC),
             duration_ms=max(0, int(raw.get("duration_ms", 0))),
             ttfb_ms=int(ttfb) if ttfb is not None else None,
+            client_net=str(raw.get("client_net") or "")[:64],
         )
 
 
@@ -181,6 +183,8 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
             balance=last.balance_after if last else Decimal(0),
             request_ids=request_ids,
         )
+    if created:
+        alerts.after_debit(list(by_account))
     return created
 
 
@@ -226,9 +230,13 @@ def _rollup(account_id: int, events: list[Event], costs: dict[str, Decimal]) -> 
 
 
 def _touch_keys(events: list[Event]) -> None:
-    latest: dict[int, datetime] = {}
+    """Each key's last use: when, and from which coarse network (the relay sends a /24 or
+    /48, never the address)."""
+    latest: dict[int, Event] = {}
     for e in events:
-        if e.started_at > latest.get(e.key, e.started_at.min.replace(tzinfo=UTC)):
-            latest[e.key] = e.started_at
-    for key_id, when in latest.items():
-        ApiKey.objects.filter(pk=key_id).exclude(last_used_at__gte=when).update(last_used_at=when)
+        if e.key not in latest or e.started_at > latest[e.key].started_at:
+            latest[e.key] = e
+    for key_id, e in latest.items():
+        ApiKey.objects.filter(pk=key_id).exclude(last_used_at__gte=e.started_at).update(
+            last_used_at=e.started_at, last_used_from=e.client_net
+        )

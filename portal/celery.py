@@ -14,5 +14,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.beat_schedule = {
     "release-stale-holds": {"task": "billing.release_stale_holds", "schedule": 60.0},
     "reconcile": {"task": "billing.reconcile", "schedule": 600.0},
+    "billing-sweep-balances": {"task": "billing.sweep_balances", "schedule": 600.0},
+    "billing-sync-open-payments": {"task": "billing.sync_open_payments", "schedule": 600.0},
+    "keys-expire": {"task": "keys.expire_keys", "schedule": 300.0},
 }
-app.autodiscover_tasks(["billing"])
+app.autodiscover_tasks(["billing", "keys"])

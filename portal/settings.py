@@ -321,3 +321,56 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Payments
+# Card (Stripe Checkout), PayPal (Orders v2) and crypto (BTCPay Server Greenfield). A provider
+# is offered when its credentials are set. `make run` points all three at the local simulators
+# (python -m simulators.payments); production settings refuse loopback API bases.
+from decimal import Decimal as _Decimal  # noqa: E402
+
+
+def envmoney(name: str, default: str) -> _Decimal:
+    return _Decimal(os.environ.get(name) or default)
+
+
+STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "")
+STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "https://api.stripe.com").rstrip("/")
+PAYPAL_CLIENT_ID = os.environ.get("PAYPAL_CLIENT_ID", "")
+PAYPAL_CLIENT_SECRET = os.environ.get("PAYPAL_CLIENT_SECRET", "")
+PAYPAL_WEBHOOK_ID = os.environ.get("PAYPAL_WEBHOOK_ID", "")
+PAYPAL_API_BASE = os.environ.get("PAYPAL_API_BASE", "https://api-m.paypal.com").rstrip("/")
+BTCPAY_URL = os.environ.get("BTCPAY_URL", "").rstrip("/")
+BTCPAY_API_KEY = os.environ.get("BTCPAY_API_KEY", "")
+BTCPAY_STORE_ID = os.environ.get("BTCPAY_STORE_ID", "")
+BTCPAY_WEBHOOK_SECRET = os.environ.get("BTCPAY_WEBHOOK_SECRET", "")
+# Processing fees added on top of the credit and shown before paying: percent + fixed USD.
+TP_FEES = {
+    "stripe": (envmoney("TP_FEE_STRIPE_PERCENT", "2.9"), envmoney("TP_FEE_STRIPE_FIXED", "0.30")),
+    "paypal": (envmoney("TP_FEE_PAYPAL_PERCENT", "3.49"), envmoney("TP_FEE_PAYPAL_FIXED", "0.49")),
+    "btcpay": (envmoney("TP_FEE_BTCPAY_PERCENT", "0"), envmoney("TP_FEE_BTCPAY_FIXED", "0")),
+}
+TP_TOPUP_MINIMUM = envmoney("TP_TOPUP_MINIMUM", "5")
+TP_TOPUP_MAXIMUM = envmoney("TP_TOPUP_MAXIMUM", "10000")
+TP_TOPUP_PRESETS = [_Decimal(v) for v in envlist("TP_TOPUP_PRESETS", "5,10,25,50,100")]
+TP_SIGNUP_CREDIT = envmoney("TP_SIGNUP_CREDIT", "0")
+TP_WEBHOOK_TOLERANCE_SECONDS = envint("TP_WEBHOOK_TOLERANCE_SECONDS", 300)
+TP_PAYMENT_HTTP_TIMEOUT = float(os.environ.get("TP_PAYMENT_HTTP_TIMEOUT") or 20)
+TP_AUTO_TOPUP_MAX_FAILURES = envint("TP_AUTO_TOPUP_MAX_FAILURES", 3)
+TP_AUTO_TOPUP_RETRY_SECONDS = envint("TP_AUTO_TOPUP_RETRY_SECONDS", 3600)
+TP_SITE_URL = os.environ.get("TP_SITE_URL", "http://127.0.0.1:8000").rstrip("/")  # in emails
+TP_BILLING_OPERATOR_EMAILS = envlist("TP_BILLING_OPERATOR_EMAILS", "")
+TP_COMPANY_NAME = os.environ.get("TP_COMPANY_NAME", "TokenPapa")
+TP_COMPANY_ADDRESS = os.environ.get("TP_COMPANY_ADDRESS", "").replace("\\n", "\n")
+TP_COMPANY_VAT_ID = os.environ.get("TP_COMPANY_VAT_ID", "")
+TP_COMPANY_EMAIL = os.environ.get("TP_COMPANY_EMAIL", "")
+TP_COMPANY_REGISTRATION = os.environ.get("TP_COMPANY_REGISTRATION", "")
+if not DEBUG:
+    from urllib.parse import urlsplit as _urlsplit
+
+    for _name in ("STRIPE_API_BASE", "PAYPAL_API_BASE", "BTCPAY_URL"):
+        _host = (_urlsplit(globals()[_name]).hostname or "").lower()
+        if _host in {"localhost", "0.0.0.0", "::1"} or _host.startswith("127."):  # noqa: S104
+            raise ImproperlyConfigured(
+                f"{_name} points at {_host}: the payment simulators are for development only"
+            )

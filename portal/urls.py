@@ -15,6 +15,7 @@ urlpatterns = [
     path("keys/", include("keys.urls")),
     path("usage/", billing_views.usage, name="usage"),
     path("billing/", billing_views.billing, name="billing"),
+    path("", include("billing.urls")),
     path("account/data/", views.account_data, name="account_data"),
     path("account/export/", views.account_export, name="account_export"),
     path("account/delete/", views.account_delete, name="account_delete"),

@@ -376,3 +376,13 @@ def test_embeddings_are_billed_at_the_input_price(relay: Any, alice_key: str, wo
     assert event.cost == cost(
         price_of("mistral-embed"), prompt_tokens=result.usage.prompt_tokens, completion_tokens=0
     )
+
+
+def test_a_keys_last_use_is_recorded_with_a_coarse_network(
+    relay: Any, alice: Any, alice_key: str, worker: Any
+) -> None:
+    _, headers, _ = post(f"{relay.base_url}/chat/completions", chat(), key=alice_key)
+    recorded(headers["x-request-id"])
+    key = ApiKey.objects.get(account=alice.account)
+    assert key.last_used_at is not None
+    assert key.last_used_from == "127.0.0.0/24"

@@ -1,0 +1,397 @@
+"""Top-up services: start a payment, confirm it (the only place that credits), and apply what
+a provider takes back (refunds, chargebacks, dispute fees) or gives back (a dispute won).
+
+Every function locks the payment row (``select_for_update``) and applies each change once, so
+any number of webhook deliveries, redirects and periodic checks, in any order and at the same
+time, leave the ledger as if each had happened once.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.core.mail import mail_admins, send_mail
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from . import ledger
+from .accounts import profile_of
+from .models import Account, LedgerEntry, Payment, PaymentAdjustment
+from .providers import get_provider
+from .providers.base import CENT, ProviderError
+
+log = logging.getLogger(__name__)
+
+Status = Payment.Status
+
+
+class TopupError(Exception):
+    """A top-up that cannot start; the message is shown to the customer."""
+
+
+def validate_amount(amount: Decimal) -> Decimal:
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise TopupError(_("Enter an amount in US dollars."))
+    if amount != amount.quantize(CENT):
+        raise TopupError(_("Use at most two decimals (whole cents)."))
+    if amount < settings.TP_TOPUP_MINIMUM:
+        raise TopupError(_("The minimum top-up is $%(min)s.") % {"min": settings.TP_TOPUP_MINIMUM})
+    if amount > settings.TP_TOPUP_MAXIMUM:
+        raise TopupError(_("The maximum top-up is $%(max)s.") % {"max": settings.TP_TOPUP_MAXIMUM})
+    return amount.quantize(CENT)
+
+
+def quote(provider_id: str, amount: Decimal) -> dict[str, Any]:
+    """What the customer will be charged for a credit of ``amount``: shown before paying and
+    recorded on the payment."""
+    provider = get_provider(provider_id)
+    amount = validate_amount(amount)
+    fee = provider.fee(amount)
+    return {"provider": provider, "amount": amount, "fee": fee, "total": amount + fee}
+
+
+def start_topup(
+    *,
+    account: Account,
+    provider_id: str,
+    amount: Decimal,
+    return_url: Any,
+    cancel_url: Any,
+    save_card: bool = False,
+) -> Payment:
+    """Record a payment and create it at the provider. ``return_url`` / ``cancel_url`` are
+    callables taking the new payment and giving absolute URLs. Nothing is credited here."""
+    provider = get_provider(provider_id)
+    if not provider.is_enabled:
+        raise TopupError(_("This payment method is not available."))
+    figures = quote(provider_id, amount)
+    payment = Payment.objects.create(
+        account=account,
+        provider=provider.identifier,
+        amount=figures["amount"],
+        fee=figures["fee"],
+        total=figures["total"],
+        save_card=save_card and provider.supports_off_session,
+        billing_details=profile_of(account).details(),
+    )
+    try:
+        provider.start(
+            payment,
+            return_url=return_url(payment),
+            cancel_url=cancel_url(payment),
+            email=account.user.email,
+        )
+    except ProviderError as exc:
+        log.warning("starting payment %s at %s failed: %s", payment.uuid, provider_id, exc)
+        mark(payment, Status.FAILED, _("The payment provider could not be reached."))
+        raise TopupError(
+            _("The payment provider could not be reached. Nothing was charged; try again.")
+        ) from exc
+    Payment.objects.filter(pk=payment.pk).update(
+        checkout_id=payment.checkout_id,
+        checkout_url=payment.checkout_url,
+        provider_payment_id=payment.provider_payment_id,
+    )
+    return payment
+
+
+def find(
+    provider_id: str,
+    *,
+    uuid: str | UUID | None = None,
+    checkout_id: str | None = None,
+    provider_payment_id: str | None = None,
+) -> Payment | None:
+    """Our payment for a provider's object, by whichever of its ids the object carries."""
+    payments = Payment.objects.filter(provider=provider_id)
+    if provider_payment_id:
+        found = payments.filter(provider_payment_id=provider_payment_id).first()
+        if found:
+            return found
+    if checkout_id:
+        found = payments.filter(checkout_id=checkout_id).first()
+        if found:
+            return found
+    if uuid:
+        try:
+            return payments.filter(uuid=UUID(str(uuid))).first()
+        except ValueError:
+            return None
+    return None
+
+
+def _locked(payment: Payment | int) -> Payment:
+    pk = payment.pk if isinstance(payment, Payment) else payment
+    return Payment.objects.select_for_update().select_related("account__user").get(pk=pk)
+
+
+@transaction.atomic
+def confirm(
+    payment: Payment | int,
+    *,
+    provider_payment_id: str,
+    amount_received: Decimal,
+    currency: str,
+    detail: str = "",
+) -> Payment:
+    """Credit the payment once. The only place that credits a payment.
+
+    ``amount_received`` and ``currency`` come from the provider's confirmed object. The credit
+    is what was received less the fee quoted when the payment started; receiving less than
+    was charged, or another currency, credits nothing and flags the payment for an operator.
+    The ledger entry is keyed on the provider's payment id (unique per provider).
+    """
+    p = _locked(payment)
+    if p.status == Status.CONFIRMED:
+        return p
+    if p.status == Status.NEEDS_REVIEW:
+        # An operator looks at it; money must not arrive on the balance behind their back.
+        return p
+    if currency.upper() != p.currency:
+        return _flag_locked(p, f"paid in {currency.upper()}, expected {p.currency}")
+    if amount_received < p.total:
+        return _flag_locked(p, f"received {amount_received} {p.currency}, expected {p.total}")
+    credit = amount_received - p.fee
+    entry = ledger.credit(
+        account=p.account,
+        amount=credit,
+        kind=LedgerEntry.Kind.TOPUP,
+        reference=f"payment:{p.uuid}",
+        note=_("%(method)s top-up %(number)s")
+        % {"method": p.get_provider_display(), "number": p.receipt_number},
+    )
+    p.provider_payment_id = provider_payment_id
+    p.amount_received = amount_received
+    p.credited = credit
+    p.credit_entry = entry
+    p.status = Status.CONFIRMED
+    p.confirmed_at = timezone.now()
+    p.status_detail = detail[:300]
+    if not any(p.billing_details.values() if p.billing_details else ()):
+        p.billing_details = profile_of(p.account).details()
+    p.save()
+    account_id, auto = p.account_id, p.auto
+    log.info("payment %s credited %s USD", p.uuid, credit)
+
+    def after() -> None:
+        from . import alerts
+
+        alerts.after_credit(account_id, auto_topup=auto)
+
+    transaction.on_commit(after, robust=True)
+    return p
+
+
+_MOVES = {
+    Status.PENDING: {Status.CREATED, Status.CANCELED, Status.EXPIRED, Status.FAILED},
+    Status.FAILED: {Status.CREATED, Status.PENDING, Status.CANCELED},
+    Status.EXPIRED: {Status.CREATED, Status.PENDING, Status.CANCELED},
+    Status.CANCELED: {Status.CREATED},
+}
+
+
+@transaction.atomic
+def mark(payment: Payment | int, status: str, detail: Any = "") -> Payment:
+    """Move a payment that is not credited to pending, failed, expired or canceled. A
+    confirmed payment or one under review never moves here."""
+    p = _locked(payment)
+    if p.status in _MOVES.get(Status(status), set()):
+        p.status = status
+        p.status_detail = str(detail)[:300]
+        p.save(update_fields=["status", "status_detail", "updated_at"])
+    return p
+
+
+@transaction.atomic
+def flag(payment: Payment | int, reason: str) -> Payment:
+    """Something an automatic rule must not decide (partly paid, paid late, paid in another
+    currency): no credit, shown to the customer, and the operators are told."""
+    return _flag_locked(_locked(payment), reason)
+
+
+def _flag_locked(p: Payment, reason: str) -> Payment:
+    if p.status != Status.CONFIRMED:
+        p.status = Status.NEEDS_REVIEW
+    p.status_detail = reason[:300]
+    p.save(update_fields=["status", "status_detail", "updated_at"])
+    log.warning("payment %s flagged for review: %s", p.uuid, reason)
+    subject = f"Payment {p.receipt_number} needs review"
+    body = (
+        f"{p.get_provider_display()} payment {p.receipt_number} ({p.uuid}) of {p.total} "
+        f"{p.currency} for {p.account.user.email}: {reason}.\n"
+        f"Provider ids: checkout {p.checkout_id or '-'}, payment {p.provider_payment_id or '-'}."
+        "\nNothing was credited automatically; see Payments in the admin."
+    )
+    transaction.on_commit(lambda: _tell_operators(subject, body), robust=True)
+    return p
+
+
+def _tell_operators(subject: str, body: str) -> None:
+    recipients = settings.TP_BILLING_OPERATOR_EMAILS
+    if recipients:
+        send_mail(f"[TokenPapa] {subject}", body, None, recipients)
+    else:
+        mail_admins(subject, body)
+
+
+def _adjust(
+    p: Payment, *, kind: str, reference: str, gross: Decimal, amount: Decimal, note: str
+) -> PaymentAdjustment:
+    entry = None
+    if amount != 0:
+        ledger_kind = {
+            PaymentAdjustment.Kind.REFUND: LedgerEntry.Kind.REFUND,
+        }.get(kind, LedgerEntry.Kind.CHARGEBACK)
+        entry = ledger.post_entry(
+            account=p.account,
+            amount=amount,
+            kind=ledger_kind,
+            reference=f"payment:{p.uuid}",
+            note=note,
+        )
+    return PaymentAdjustment.objects.create(
+        payment=p,
+        kind=kind,
+        reference=reference[:200],
+        gross=gross,
+        amount=amount,
+        ledger_entry=entry,
+    )
+
+
+def _room(p: Payment) -> Decimal:
+    """What can still be taken back: credited and not yet reversed."""
+    return max(Decimal(0), (p.credited or Decimal(0)) - p.reversed)
+
+
+@transaction.atomic
+def refund(
+    payment: Payment | int, *, gross: Decimal, reference: str, cumulative: bool = False
+) -> PaymentAdjustment | None:
+    """The provider refunded ``gross`` of what was charged (or, with ``cumulative``, has now
+    refunded ``gross`` in all: Stripe's ``amount_refunded``). The balance loses as much, at
+    most what the payment credited; the processing fee is the first part not taken back."""
+    p = _locked(payment)
+    if cumulative:
+        delta = gross - p.refunded_gross
+        if delta <= 0:
+            return None  # an older or repeated figure
+        reference = f"refunded-to:{gross}"
+    else:
+        delta = gross
+    if PaymentAdjustment.objects.filter(payment=p, kind="refund", reference=reference).exists():
+        return None
+    amount = min(delta, _room(p))
+    adjustment = _adjust(
+        p,
+        kind=PaymentAdjustment.Kind.REFUND,
+        reference=reference,
+        gross=delta,
+        amount=-amount,
+        note=_("Refund of %(number)s") % {"number": p.receipt_number},
+    )
+    p.refunded_gross += delta
+    p.reversed += amount
+    p.save(update_fields=["refunded_gross", "reversed", "updated_at"])
+    return adjustment
+
+
+@transaction.atomic
+def chargeback(
+    payment: Payment | int, *, dispute: str, gross: Decimal, fee: Decimal = Decimal(0)
+) -> PaymentAdjustment | None:
+    """The provider took ``gross`` back for a dispute (and charged ``fee`` for it). The
+    balance loses the disputed part of the credit and the fee, once per dispute."""
+    p = _locked(payment)
+    if PaymentAdjustment.objects.filter(
+        payment=p, kind=PaymentAdjustment.Kind.CHARGEBACK, reference=dispute
+    ).exists():
+        return None
+    amount = min(gross, _room(p))
+    adjustment = _adjust(
+        p,
+        kind=PaymentAdjustment.Kind.CHARGEBACK,
+        reference=dispute,
+        gross=gross,
+        amount=-amount,
+        note=_("Chargeback on %(number)s") % {"number": p.receipt_number},
+    )
+    if fee > 0:
+        _adjust(
+            p,
+            kind=PaymentAdjustment.Kind.DISPUTE_FEE,
+            reference=dispute,
+            gross=fee,
+            amount=-fee,
+            note=_("Dispute fee on %(number)s") % {"number": p.receipt_number},
+        )
+    p.reversed += amount
+    p.dispute_status = "lost_funds_withdrawn"
+    p.save(update_fields=["reversed", "dispute_status", "updated_at"])
+    return adjustment
+
+
+@transaction.atomic
+def reinstate(
+    payment: Payment | int, *, dispute: str, fee_returned: Decimal = Decimal(0)
+) -> PaymentAdjustment | None:
+    """A dispute was decided for us and the provider gave the money back: the balance gets
+    back what the chargeback took (and the fee, where the provider returned it), once."""
+    p = _locked(payment)
+    adjustments = PaymentAdjustment.objects.filter(payment=p, reference=dispute)
+    if adjustments.filter(kind=PaymentAdjustment.Kind.REINSTATED).exists():
+        return None
+    taken = adjustments.filter(kind=PaymentAdjustment.Kind.CHARGEBACK).first()
+    if taken is None:
+        return None  # nothing was withdrawn for this dispute (yet)
+    fee_taken = adjustments.filter(kind=PaymentAdjustment.Kind.DISPUTE_FEE).first()
+    back = -taken.amount
+    if fee_taken is not None and fee_returned > 0:
+        back += min(fee_returned, -fee_taken.amount)
+    adjustment = _adjust(
+        p,
+        kind=PaymentAdjustment.Kind.REINSTATED,
+        reference=dispute,
+        gross=back,
+        amount=back,
+        note=_("Dispute won on %(number)s: funds reinstated") % {"number": p.receipt_number},
+    )
+    p.reversed -= -taken.amount
+    p.dispute_status = "won_funds_reinstated"
+    p.save(update_fields=["reversed", "dispute_status", "updated_at"])
+    return adjustment
+
+
+def set_dispute_status(payment: Payment, status: str) -> None:
+    Payment.objects.filter(pk=payment.pk).update(dispute_status=status[:40])
+
+
+def sync(payment: Payment) -> Payment:
+    """Ask the provider where an open payment stands (return from the provider's page, the
+    periodic check, the admin's "check at provider")."""
+    get_provider(payment.provider).sync(payment)
+    payment.refresh_from_db()
+    return payment
+
+
+def sync_open_payments(max_age_hours: int = 48) -> int:
+    """Catch webhooks that never came: ask about payments still open after a few minutes."""
+    now = timezone.now()
+    open_payments = Payment.objects.filter(
+        status__in=[Status.CREATED, Status.PENDING],
+        created_at__lt=now - timezone.timedelta(minutes=5),
+        created_at__gt=now - timezone.timedelta(hours=max_age_hours),
+    ).exclude(checkout_id="", auto=False)
+    checked = 0
+    for payment in open_payments.iterator():
+        try:
+            sync(payment)
+        except ProviderError as exc:
+            log.warning("checking payment %s at %s failed: %s", payment.uuid, payment.provider, exc)
+        checked += 1
+    return checked
