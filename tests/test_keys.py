@@ -396,3 +396,13 @@ def test_malformed_reports_are_400(alice: Any, scanning: str) -> None:
     for body in (b"{not json", b'{"token": "x"}'):
         signature = "sha256=" + hmac.new(scanning.encode(), body, hashlib.sha256).hexdigest()
         assert report(body, signature).status_code == 400
+
+
+def test_bob_cannot_revoke_or_see_alices_management_keys(alice: Any, bob: Any) -> None:
+    key, _ = issue_management_key(account=alice.account, name="alices-script")
+    client = reauthenticated(signed_in(bob))
+    assert key.masked not in client.get(reverse("management_keys")).content.decode()
+    assert client.post(reverse("management_keys"), {"revoke": str(key.pk)}).status_code == 404
+    assert client.post(reverse("management_keys"), {"revoke": "not-a-number"}).status_code == 404
+    key.refresh_from_db()
+    assert key.is_active
