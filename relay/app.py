@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
-import secrets
 import time
 from typing import Any
 
@@ -21,10 +21,9 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from billing.pricing import Price, cost, to_nanos
 from keys import format as keyformat
 
-from . import limits, state
+from . import limits, prices, scripts, state
 from .adapters import anthropic
 from .adapters import openai as openai_adapter
 from .config import Config
@@ -82,7 +81,7 @@ class Request:
     )
 
     def __init__(self) -> None:
-        self.id = "req_" + secrets.token_hex(12)
+        self.id = "req_" + os.urandom(12).hex()  # what secrets.token_hex(12) does, inlined
         self.api = ""
         self.started = time.time()
         self.ttfb: float | None = None
@@ -98,7 +97,7 @@ class Request:
         self.key: dict[str, Any] = {}
         self.model: dict[str, Any] = {}
         self.route: dict[str, Any] = {}
-        self.price: Price | None = None
+        self.price: prices.NanoPrice | None = None
         self.body: dict[str, Any] = {}
         self.cap_key = ""
         self.client_net = ""
@@ -138,6 +137,7 @@ class Relay:
         self.reporter: Reporter
         self.http: aiohttp.ClientSession
         self.scripts: dict[str, Any] = {}
+        self.script_client: scripts.ScriptClient | None = None
         self.trusted: list[limits.Network] = []
 
     # ---- lifespan -------------------------------------------------------------------------
@@ -155,12 +155,23 @@ class Relay:
             socket_timeout=5,
         )
         self.redis = aioredis.Redis(connection_pool=pool)
+        # The balance scripts run on every request: over the lean pipelined client when the
+        # URL is a plain one it speaks (TCP, optional password and db), else over redis-py.
+        self.script_client = (
+            scripts.ScriptClient(self.config.redis_url, connect_timeout=2, timeout=5)
+            if scripts.supports(self.config.redis_url)
+            else None
+        )
         for name, source in (
             ("reserve", state.RESERVE),
             ("settle", state.SETTLE),
             ("release", state.RELEASE),
         ):
-            self.scripts[name] = self.redis.register_script(source)
+            self.scripts[name] = (
+                scripts.Script(self.script_client, source)
+                if self.script_client is not None
+                else self.redis.register_script(source)
+            )
         self.views = Views(self.redis, self.config.pepper)
         await self.views.start()
         self.reporter = Reporter(
@@ -187,6 +198,8 @@ class Relay:
         await self.http.close()
         await self.reporter.stop()
         await self.views.stop()
+        if self.script_client is not None:
+            await self.script_client.aclose()
         await self.redis.aclose()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -400,8 +413,7 @@ class Relay:
         elif api == "messages":
             requested = completion = int(req.body["max_tokens"])
         req.tokens_counted = math.ceil(raw_size / 4) + requested
-        worst = cost(req.price, prompt_tokens=req.prompt_estimate, completion_tokens=completion)
-        return to_nanos(worst)
+        return req.price.nanos(prompt_tokens=req.prompt_estimate, completion_tokens=completion)
 
     async def relay(self, scope: Scope, receive: Any, send: Any, req: Request, api: str) -> None:
         raw = await self.read_body(scope, receive)
@@ -421,7 +433,7 @@ class Relay:
         limits.check(req.key, model["id"], ip, req.started)
         req.client_net = limits.coarse(ip)
         req.model = model
-        req.price = Price.from_dict(model["price"])
+        req.price = prices.of_model(model)
         req.stream = api in ("chat", "messages") and bool(req.body.get("stream"))
         await self.hold(req, self.worst_case(req, len(raw), api))
 
@@ -708,8 +720,7 @@ class Relay:
                 estimated=True,
             )
         assert req.price is not None
-        amount = cost(
-            req.price,
+        nanos = req.price.nanos(
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
@@ -726,7 +737,7 @@ class Relay:
             ],
             args=[
                 req.id,
-                to_nanos(amount),
+                nanos,
                 usage.prompt_tokens + usage.completion_tokens - req.tokens_counted,
             ],
         )
@@ -743,8 +754,8 @@ class Relay:
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "cached_tokens": usage.cached_tokens,
-                "cost": str(amount),
-                "price_version": req.price.version,
+                "cost": str(prices.amount(nanos)),
+                "price_version": req.price.price.version,
                 "estimated": usage.estimated,
                 "status": status,
                 "http_status": http_status,

@@ -3,6 +3,7 @@ client addresses. Rate limits and spend caps are counted in Redis by the reserve
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from typing import Any
@@ -75,6 +76,7 @@ def check(record: dict[str, Any], model_id: str, ip: str | None, now: float | No
             )
 
 
+@functools.lru_cache(maxsize=4096)
 def coarse(address: str | None) -> str:
     """Where a request came from, coarsened for the key's "last used from": the IPv4 /24 or
     IPv6 /48 network, never the address itself."""
