@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -134,6 +135,52 @@ def start_relay(tmp_path: Path, **env: str) -> RelayProcess:
 
     wait_until(up, timeout=20)
     return relay
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, to stop and start at will: fault tests
+    never touch the shared one. ``persist`` keeps every write across a stop (as a production
+    broker with persistence would); ``kill`` stops it with SIGKILL, as a crash."""
+
+    def __init__(
+        self, directory: Path, *extra: str, persist: bool = False, kill: bool = False
+    ) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.extra = extra
+        self.persist = persist
+        self.kill = kill
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else []
+        self.process = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port)]
+            + ["--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
+            + (durability or ["--appendonly", "no"])
+            + list(self.extra),
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(self._up, timeout=10)
+
+    def _up(self) -> bool:
+        try:
+            with redis_lib.Redis(port=self.port, socket_timeout=0.5) as r:
+                r.ping()
+                return True
+        except redis_lib.AuthenticationError:
+            return True  # up, and wants a password
+        except redis_lib.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL if self.kill else signal.SIGTERM)
+            self.process.wait(10)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import asyncio
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis as redis_lib
 from django.conf import settings
 from django.core.management import call_command
 from django.db.models import Sum
@@ -32,56 +30,10 @@ from billing.pricing import cost
 from keys.models import ApiKey
 from keys.services import issue_key, revoke_key
 
-from .conftest import ROOT, free_port, start_relay, wait_until
+from .conftest import ROOT, PrivateRedis, start_relay, wait_until
 from .test_relay import chat, post, price_of
 
 pytestmark = pytest.mark.usefixtures("catalog")
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, persisting every write, so stopping it keeps the
-    queue as a production broker with persistence would."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(lambda: self._ping(), timeout=10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(10)
-
-    def _ping(self) -> bool:
-        try:
-            return bool(redis_lib.Redis(port=self.port, socket_connect_timeout=0.2).ping())
-        except redis_lib.ConnectionError:
-            return False
 
 
 def worker_process(broker_url: str, log: Path) -> subprocess.Popen[bytes]:
@@ -118,7 +70,7 @@ def worker_process(broker_url: str, log: Path) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
+    server = PrivateRedis(tmp_path, persist=True)
     server.start()
     yield server
     server.stop()

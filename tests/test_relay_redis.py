@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from redis.connection import PythonRespSerializer
 from relay import state
 from relay.scripts import Script, ScriptClient, pack, supports
 
-from .conftest import free_port, wait_until
+from .conftest import PrivateRedis
 
 T = TypeVar("T")
 
@@ -41,53 +39,11 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(asyncio.run, main()).result()
 
 
-class Server:
-    """A redis-server of the test's own, to stop and start."""
+class Server(PrivateRedis):
+    """Stopped with SIGKILL: these tests simulate a crash."""
 
     def __init__(self, directory: Path, *extra: str) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.extra = extra
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(self._up, timeout=10)
-
-    def _up(self) -> bool:
-        try:
-            with redis_lib.Redis(port=self.port, socket_timeout=0.5) as r:
-                r.ping()
-                return True
-        except redis.exceptions.AuthenticationError:
-            return True
-        except redis.exceptions.RedisError:
-            return False
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+        super().__init__(directory, *extra, kill=True)
 
 
 @pytest.fixture
