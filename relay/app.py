@@ -9,6 +9,7 @@ one usage event. Run with ``uvicorn relay.app:app``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import os
@@ -193,6 +194,11 @@ class Relay:
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
+        # What start-up built (modules, the catalog, clients) lives as long as the process: out
+        # of the collector's way, so a full collection scans only what requests left behind
+        # instead of ~57,000 start-up objects too (a 10-20 ms pause here, timed by gc.collect()).
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self) -> None:
         await self.http.close()
