@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from catalog.models import PriceVersion
 from keys.models import ApiKey
@@ -166,9 +167,7 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
                 )
             else:
                 to_post.append((account.pk, list(batch)))
-            UsageEvent.objects.bulk_create(
-                [_row(e, costs[e.request_id], entry, e.key in known_keys) for e in new]
-            )
+            _insert(new, costs, entry, known_keys)
             _rollup(account.pk, [e for e in new if e.key in known_keys], costs)
             _touch_keys(new)
             created += len(new)
@@ -188,28 +187,78 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
     return created
 
 
-def _row(e: Event, amount: Decimal, entry: LedgerEntry | None, key_known: bool) -> UsageEvent:
-    return UsageEvent(
-        request_id=e.request_id,
-        account_id=e.account,
-        key_id=e.key if key_known else None,
-        model_id=e.model,
-        provider=e.provider,
-        upstream_model=e.upstream_model,
-        prompt_tokens=e.prompt_tokens,
-        completion_tokens=e.completion_tokens,
-        cached_tokens=e.cached_tokens,
-        cost=amount,
-        price_version=e.price_version,
-        estimated=e.estimated,
-        status=e.status,
-        http_status=e.http_status,
-        streamed=e.streamed,
-        started_at=e.started_at,
-        duration_ms=e.duration_ms,
-        ttfb_ms=e.ttfb_ms,
-        ledger_entry=entry if amount > 0 else None,
-    )
+_COLUMNS = (
+    "request_id",
+    "account_id",
+    "key_id",
+    "model_id",
+    "provider",
+    "upstream_model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost",
+    "price_version",
+    "estimated",
+    "status",
+    "http_status",
+    "streamed",
+    "started_at",
+    "duration_ms",
+    "ttfb_ms",
+    "ledger_entry_id",
+    "recorded_at",
+)
+
+
+def _insert(
+    events: list[Event],
+    costs: dict[str, Decimal],
+    entry: LedgerEntry | None,
+    known_keys: set[int],
+) -> None:
+    """The new rows in one COPY: on PostgreSQL the cheapest way in, for the worker's CPU and
+    the database's (the batch is already checked for rows recorded before, under the account's
+    lock, so nothing here can conflict). Elsewhere (SQLite in development), bulk_create."""
+    if not events:
+        return
+    now = timezone.now()
+    rows = [
+        (
+            e.request_id,
+            e.account,
+            e.key if e.key in known_keys else None,
+            e.model,
+            e.provider,
+            e.upstream_model,
+            e.prompt_tokens,
+            e.completion_tokens,
+            e.cached_tokens,
+            amount,
+            e.price_version,
+            e.estimated,
+            e.status,
+            e.http_status,
+            e.streamed,
+            e.started_at,
+            e.duration_ms,
+            e.ttfb_ms,
+            entry.pk if entry is not None and amount > 0 else None,
+            now,
+        )
+        for e in events
+        for amount in (costs[e.request_id],)
+    ]
+    if connection.vendor != "postgresql":
+        UsageEvent.objects.bulk_create(
+            [UsageEvent(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
+        )
+        return
+    table = UsageEvent._meta.db_table
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 def _rollup(account_id: int, events: list[Event], costs: dict[str, Decimal]) -> None:

@@ -259,3 +259,68 @@ def test_a_receipt_has_both_parties_details_as_a_page_and_a_pdf(
     assert bob.get(reverse("billing_receipt", args=[payment.uuid])).status_code == 404
     unpaid = start(alice_client, "btcpay")
     assert alice_client.get(reverse("billing_receipt_pdf", args=[unpaid.uuid])).status_code == 404
+
+
+# -- usage recording ------------------------------------------------------------------------------
+
+
+def test_recorded_usage_rows_hold_exactly_what_the_events_said(
+    make_user: Any, catalog: None
+) -> None:
+    """Rows go in by COPY: every column comes from the event (or the ledger), none is lost or
+    shifted, an unknown key is kept as no key, and a failed request links to no debit."""
+    from billing.models import UsageEvent
+    from keys.services import issue_key
+
+    alice = make_user("alice@example.com")
+    ledger.credit(account=alice.account, amount=Decimal("10"), kind="adjustment")
+    api_key, _ = issue_key(account=alice.account, name="ci")
+    started = timezone.now().timestamp()
+    common = {"account": alice.account.pk, "model": "mistral-small", "started_at": started}
+    events = [
+        {
+            **common,
+            "request_id": "req_copy_1",
+            "key": api_key.pk,
+            "provider": "mistral",
+            "upstream_model": "mistral-small-latest",
+            "prompt_tokens": 1200,
+            "completion_tokens": 345,
+            "cached_tokens": 200,
+            "cost": "0.000123456",
+            "estimated": True,
+            "status": "upstream_cut",
+            "http_status": 200,
+            "streamed": True,
+            "duration_ms": 2500,
+            "ttfb_ms": 180,
+            "client_net": "203.0.113.0/24",
+        },
+        {**common, "request_id": "req_copy_2", "key": 999_999, "cost": "0", "status": "error"},
+    ]
+    assert usage.record_batch(events) == 2
+    assert usage.record_batch(events) == 0  # a redelivery records nothing twice
+    first = UsageEvent.objects.get(request_id="req_copy_1")
+    assert (first.key_id, first.provider, first.upstream_model) == (
+        api_key.pk,
+        "mistral",
+        "mistral-small-latest",
+    )
+    assert (first.prompt_tokens, first.completion_tokens, first.cached_tokens) == (1200, 345, 200)
+    assert first.cost == Decimal("0.000123456")  # no price version: the relay's figure stands
+    assert (first.estimated, first.status, first.http_status, first.streamed) == (
+        True,
+        "upstream_cut",
+        200,
+        True,
+    )
+    assert (first.duration_ms, first.ttfb_ms) == (2500, 180)
+    assert abs(first.started_at.timestamp() - started) < 1e-3
+    assert first.ledger_entry is not None and first.ledger_entry.amount == -first.cost
+    assert first.recorded_at >= first.started_at
+    second = UsageEvent.objects.get(request_id="req_copy_2")
+    assert second.key_id is None and second.ledger_entry_id is None
+    assert (second.cost, second.status, second.ttfb_ms) == (Decimal(0), "error", None)
+    assert ledger.balance(alice.account) == Decimal("10") - Decimal("0.000123456")
+    columns = {f.column for f in UsageEvent._meta.concrete_fields} - {"id"}
+    assert set(usage._COLUMNS) == columns
