@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.db import connection
 from django.db.models import Sum
 
 from billing import ledger
@@ -31,7 +32,7 @@ from keys.models import ApiKey
 from keys.services import issue_key, revoke_key
 
 from .conftest import ROOT, PrivateRedis, start_relay, wait_until
-from .test_relay import chat, post, price_of
+from .test_relay import chat, post, price_of, recorded
 
 pytestmark = pytest.mark.usefixtures("catalog")
 
@@ -135,6 +136,52 @@ def test_a_killed_worker_and_a_stopped_broker_lose_and_double_nothing(
         assert -debits == costs
         assert ledger.balance(user.account) == Decimal(50) - costs
         call_command("reconcile", stdout=io.StringIO())
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        relay.stop()
+
+
+def test_the_worker_keeps_one_database_connection_and_outlives_its_loss(
+    tmp_path: Path, broker: PrivateRedis, make_user: Any
+) -> None:
+    """A batch is not worth a new PostgreSQL connection; a connection the database dropped
+    between batches is noticed before the next one (Django's health check), not by a failure."""
+    user = make_user("ida@example.com")
+    call_command("credit", "ida@example.com", "5", stdout=io.StringIO())
+    _, secret = issue_key(account=user.account, name="conn")
+    relay = start_relay(tmp_path, CELERY_BROKER_URL=broker.url, TP_USAGE_BATCH_INTERVAL="0.05")
+    worker_log = tmp_path / "worker.log"
+    worker = worker_process(broker.url, worker_log)
+    others = (
+        "FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    )
+
+    def record_one() -> None:
+        status, headers, _ = post(f"{relay.base_url}/chat/completions", chat(), key=secret)
+        assert status == 200
+        recorded(headers["x-request-id"])
+
+    def worker_connections() -> set[int]:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT pid {others}")
+            return {row[0] for row in cursor.fetchall()}
+
+    try:
+        record_one()
+        first = worker_connections()
+        assert len(first) == 1
+        for _ in range(3):
+            record_one()
+        assert worker_connections() == first
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
+        started = time.monotonic()
+        record_one()
+        assert time.monotonic() - started < 5
+        assert "recording a usage batch failed" not in worker_log.read_text()
+        assert worker_connections() not in (set(), first)
     finally:
         worker.terminate()
         worker.wait(10)
