@@ -37,10 +37,14 @@ from .test_relay import chat, post, price_of, recorded
 pytestmark = pytest.mark.usefixtures("catalog")
 
 
+WORKER_APP_NAME = "tp-test-worker"  # its PostgreSQL connections' application_name
+
+
 def worker_process(broker_url: str, log: Path) -> subprocess.Popen[bytes]:
     db = settings.DATABASES["default"]
     environ = {
         **os.environ,
+        "PGAPPNAME": WORKER_APP_NAME,
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "REDIS_URL": settings.REDIS_URL,
         "CELERY_BROKER_URL": broker_url,
@@ -153,9 +157,9 @@ def test_the_worker_keeps_one_database_connection_and_outlives_its_loss(
     relay = start_relay(tmp_path, CELERY_BROKER_URL=broker.url, TP_USAGE_BATCH_INTERVAL="0.05")
     worker_log = tmp_path / "worker.log"
     worker = worker_process(broker.url, worker_log)
-    others = (
+    workers = (
         "FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        f"AND application_name = '{WORKER_APP_NAME}'"
     )
 
     def record_one() -> None:
@@ -165,18 +169,18 @@ def test_the_worker_keeps_one_database_connection_and_outlives_its_loss(
 
     def worker_connections() -> set[int]:
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT pid {others}")
+            cursor.execute(f"SELECT pid {workers}")
             return {row[0] for row in cursor.fetchall()}
 
     try:
         record_one()
+        wait_until(lambda: len(worker_connections()) == 1, timeout=5)
         first = worker_connections()
-        assert len(first) == 1
         for _ in range(3):
             record_one()
         assert worker_connections() == first
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
+            cursor.execute(f"SELECT pg_terminate_backend(pid) {workers}")
         started = time.monotonic()
         record_one()
         assert time.monotonic() - started < 5
