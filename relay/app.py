@@ -29,7 +29,7 @@ from .adapters import anthropic
 from .adapters import openai as openai_adapter
 from .config import Config
 from .errors import RelayError, bad_request, scrub, unauthorized
-from .exchange import Exchange, make_exchange
+from .exchange import Exchange, StreamTranslator, make_exchange
 from .reporter import Reporter
 from .usage import Usage
 from .views import Views
@@ -78,6 +78,7 @@ class Request:
         "stream",
         "tokens_counted",
         "tpm_key",
+        "translator",
         "ttfb",
     )
 
@@ -104,6 +105,7 @@ class Request:
         self.client_net = ""
         self.tpm_key = ""
         self.rate_headers: list[tuple[bytes, bytes]] = []
+        self.translator: StreamTranslator | None = None
 
 
 def _positive_int(body: dict[str, Any], name: str, *, minimum: int = 1) -> int | None:
@@ -636,8 +638,10 @@ class Relay:
             ) from None
 
     async def _cut(self, send: Any, req: Request) -> None:
-        """The upstream failed after the stream began: bill what reached the client, end it."""
-        await self.finish(req, None, status="upstream_cut", http_status=200)
+        """The upstream failed after the stream began: bill what reached the client, end it.
+        (After its last event it is only late to end the body: the answer was complete.)"""
+        complete = req.translator is not None and req.translator.finished
+        await self.finish(req, None, status="ok" if complete else "upstream_cut", http_status=200)
         req.done = True
         await send({"type": "http.response.body", "body": b""})
 
@@ -669,7 +673,7 @@ class Relay:
         """Headers go to the client only with the upstream's first bytes, so a route that
         fails before that can still be replaced by the next one."""
         loop = asyncio.get_running_loop()
-        translator = exchange.translator()
+        translator = req.translator = exchange.translator()
         content = resp.content
         first = await content.readany()
         if not first:
@@ -696,6 +700,11 @@ class Relay:
         while data:
             out = translator.feed(data)
             req.chunks = translator.chunks
+            if translator.finished:
+                # The answer is complete: a client that hangs up from here on (SDKs do, as
+                # soon as they read [DONE]) no longer cancels it. Reading on to the end of the
+                # body keeps the upstream connection reusable.
+                req.done = True
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
             deadline.reschedule(loop.time() + chunk_timeout)
@@ -715,6 +724,8 @@ class Relay:
     ) -> None:
         """Settle the hold at the actual cost and queue the usage event. Without usage from the
         upstream, output that reached the client is billed as an estimate, never as zero."""
+        if usage is None and req.translator is not None:
+            usage = req.translator.usage  # a stream that ended early may have sent it already
         if usage is None:
             completion = req.chunks
             if completion == 0 and status != "ok":

@@ -20,6 +20,7 @@ one request without restarting the server (see :data:`HEADER_FIELDS`, :class:`De
 ====================================  =========================================================
 ``x-demo-latency-ms``                 delay before the first byte (valid, authenticated calls)
 ``x-demo-chunk-delay-ms``             delay between SSE events
+``x-demo-linger-ms``                  keep a stream open this long after its last event
 ``x-demo-completion-tokens``          tokens to produce (default 16; capped by max_tokens)
 ``x-demo-prompt-tokens``              override the prompt-token estimate
 ``x-demo-cached-tokens``              cached prompt tokens to report
@@ -116,6 +117,7 @@ class DemoConfig:
 
     latency_ms: float = 0.0
     chunk_delay_ms: float = 0.0
+    linger_ms: float = 0.0
     completion_tokens: int = 16
     prompt_tokens: int | None = None
     cached_tokens: int = 0
@@ -194,6 +196,7 @@ def _parse_models(value: str) -> tuple[str, ...]:
 HEADER_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "x-demo-latency-ms": ("latency_ms", _parse_ms),
     "x-demo-chunk-delay-ms": ("chunk_delay_ms", _parse_ms),
+    "x-demo-linger-ms": ("linger_ms", _parse_ms),
     "x-demo-completion-tokens": ("completion_tokens", _parse_count),
     "x-demo-prompt-tokens": ("prompt_tokens", _parse_count),
     "x-demo-cached-tokens": ("cached_tokens", _parse_count),
@@ -669,6 +672,7 @@ async def _send_stream(
     delay_ms: float,
     cut: bool,
     headers: dict[str, str],
+    linger_ms: float = 0.0,
 ) -> web.StreamResponse:
     """Send SSE ``events``; with ``cut`` drop the socket after them (no terminating chunk).
 
@@ -689,6 +693,7 @@ async def _send_stream(
         if cut:
             _close_transport(request)
             return response
+        await _sleep_ms(linger_ms)  # a provider that ends the body a while after [DONE]
         await response.write_eof()
     except ConnectionResetError:
         # The client went away mid-stream (handler cancellation disabled by the embedder).
@@ -1067,6 +1072,7 @@ async def chat_completions(request: web.Request, state: DemoState) -> web.Stream
             delay_ms=cfg.chunk_delay_ms,
             cut=error == "cut",
             headers=_sse_headers("x-request-id"),
+            linger_ms=cfg.linger_ms,
         )
 
     if tool_call is not None:
@@ -1529,6 +1535,7 @@ async def messages(request: web.Request, state: DemoState) -> web.StreamResponse
             delay_ms=cfg.chunk_delay_ms,
             cut=error == "cut",
             headers=_sse_headers("request-id"),
+            linger_ms=cfg.linger_ms,
         )
 
     content = (
@@ -1852,6 +1859,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--latency-ms", type=float, help="delay before the first byte")
     parser.add_argument("--chunk-delay-ms", type=float, help="delay between stream chunks")
+    parser.add_argument(
+        "--linger-ms", type=float, help="keep a stream open this long after its last event"
+    )
     parser.add_argument("--completion-tokens", type=int, help="completion tokens (default 16)")
     parser.add_argument("--prompt-tokens", type=int, help="override the prompt token estimate")
     parser.add_argument("--cached-tokens", type=int, help="cached prompt tokens to report")

@@ -230,6 +230,32 @@ def test_a_streamed_call_is_billed_from_the_upstream_usage(
     assert event.cost == cost(price_of("codestral"), prompt_tokens=50, completion_tokens=20)
 
 
+@pytest.mark.parametrize("model", ["codestral", "claude-sonnet-4"])
+def test_a_client_that_hangs_up_after_the_last_event_is_billed_the_real_usage(
+    relay: Any, alice: Any, alice_key: str, worker: Any, model: str
+) -> None:
+    """SDKs close the connection as soon as they read [DONE]; if the upstream ends its body a
+    moment later, the answer was still complete: billed from the upstream's usage, not as a
+    client that left mid-answer."""
+    client = openai.OpenAI(base_url=relay.base_url, api_key=alice_key, max_retries=0)
+    with client.chat.completions.with_streaming_response.create(
+        model=model,
+        messages=[{"role": "user", "content": "Count"}],
+        stream=True,
+        extra_headers={
+            "x-demo-completion-tokens": "20",
+            "x-demo-prompt-tokens": "50",
+            "x-demo-linger-ms": "1000",
+        },
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        assert list(response.parse())
+    event = recorded(request_id)
+    assert (event.prompt_tokens, event.completion_tokens) == (50, 20)
+    assert (event.status, event.estimated) == ("ok", False)
+    assert event.cost == cost(price_of(model), prompt_tokens=50, completion_tokens=20)
+
+
 def test_a_stream_passes_usage_on_when_asked(relay: Any, alice_key: str, worker: Any) -> None:
     client = openai.OpenAI(base_url=relay.base_url, api_key=alice_key, max_retries=0)
     stream = client.chat.completions.create(
