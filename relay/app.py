@@ -616,8 +616,17 @@ class Relay:
                     raw = await resp.read()
                     body, usage = exchange.response(raw)
                     deadline.reschedule(None)
-                    await self.finish(req, usage)
-                    await self.respond(send, req, 200, body)
+                    # The answer does not wait for Redis's reply to the settle. The settle is
+                    # sent in the loop's next step, before this relay can read the client's next
+                    # request, and the lean script client keeps one connection's commands in
+                    # order: that request is held after this one is settled (at worst, with
+                    # redis-py's pool, it sees the larger hold: a 402, never an overspend).
+                    # The usage event still leaves only once the settle has succeeded.
+                    settled = asyncio.ensure_future(self.finish(req, usage))
+                    try:
+                        await self.respond(send, req, 200, body)
+                    finally:
+                        await settled
         except TimeoutError:
             if req.responded:
                 await self._cut(send, req)
