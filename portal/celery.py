@@ -24,12 +24,11 @@ app.autodiscover_tasks(["billing", "keys"])
 # Celery (5.7) closes the worker's database connection before and after every task (it does
 # not trust Django to tell a broken connection from a good one). The usage task runs several
 # times a second under load, and opening a PostgreSQL connection for each batch was half of the
-# database's CPU per recorded request (0.19 ms, 0.09 ms without it, in `make bench`'s CPU phase).
-# So a connection is kept for up to this many tasks
-# (Celery's own setting), and before each task it is checked the way Django checks one before
-# each request (below): closed after an error or once CONN_MAX_AGE has passed, and pinged first
-# when CONN_HEALTH_CHECKS is on. A task that still meets a dead connection fails and is retried;
-# recording is idempotent.
+# database's CPU per recorded request (0.19 ms, 0.09 ms without it, in a `make bench` CPU phase).
+# So a connection is kept for up to this many tasks (Celery's own setting), and before each task
+# it is checked the way Django checks one before each request (below): closed after an error or
+# once CONN_MAX_AGE has passed, and pinged first when CONN_HEALTH_CHECKS is on. A task that still
+# meets a dead connection fails and is retried; recording is idempotent.
 app.conf.CELERY_DB_REUSE_MAX = int(os.environ.get("TP_WORKER_DB_REUSE_MAX", "500"))
 
 
