@@ -24,7 +24,7 @@ from billing.selectors import account_of
 
 from . import validation
 from .authentication import ManagementKeyAuthentication
-from .models import ApiKey, ManagementKey
+from .models import LIMIT_FIELDS, ApiKey, ManagementKey
 from .services import issue_key, revoke_key, rotate_key, update_limits
 
 AUTHENTICATION = [ManagementKeyAuthentication, authentication.SessionAuthentication]
@@ -92,13 +92,7 @@ class KeySerializer(serializers.ModelSerializer):
             "created_at",
             "last_used_at",
             "revoked_at",
-            "allowed_models",
-            "allowed_ips",
-            "expires_at",
-            "rpm_limit",
-            "tpm_limit",
-            "spend_cap",
-            "spend_cap_period",
+            *LIMIT_FIELDS,
         ]
         read_only_fields = fields
 

@@ -9,17 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from catalog.models import Model
 
 from . import validation
-from .models import ApiKey
-
-LIMIT_FIELDS = (
-    "allowed_models",
-    "allowed_ips",
-    "expires_at",
-    "rpm_limit",
-    "tpm_limit",
-    "spend_cap",
-    "spend_cap_period",
-)
+from .models import LIMIT_FIELDS, ApiKey
 
 
 class LimitsForm(forms.Form):

@@ -7,6 +7,18 @@ from billing.models import MONEY
 
 from . import format as keyformat
 
+# The fields of ApiKey that limit what a key may do: edited by the limits form and the API,
+# carried over by rotation, exported with the account.
+LIMIT_FIELDS = (
+    "allowed_models",
+    "allowed_ips",
+    "expires_at",
+    "rpm_limit",
+    "tpm_limit",
+    "spend_cap",
+    "spend_cap_period",
+)
+
 
 class ApiKey(models.Model):
     """Only the HMAC digest and a display prefix/last four are kept: the secret is shown once."""

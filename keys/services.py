@@ -11,8 +11,7 @@ from billing.models import Account
 
 from . import format as keyformat
 from . import sync
-from .forms import LIMIT_FIELDS
-from .models import ApiKey, ManagementKey
+from .models import LIMIT_FIELDS, ApiKey, ManagementKey
 
 
 def digest(secret: str) -> str:

@@ -20,7 +20,7 @@ from django.db import transaction
 from billing import ledger
 from billing.models import LedgerEntry, UsageEvent
 from billing.selectors import account_of
-from keys.models import ApiKey
+from keys.models import LIMIT_FIELDS, ApiKey
 from keys.services import revoke_key, revoke_management_key
 
 from .models import User
@@ -46,13 +46,7 @@ KEY_FIELDS = (
     "created_at",
     "last_used_at",
     "revoked_at",
-    "allowed_models",
-    "allowed_ips",
-    "expires_at",
-    "rpm_limit",
-    "tpm_limit",
-    "spend_cap",
-    "spend_cap_period",
+    *LIMIT_FIELDS,
 )
 LEDGER_FIELDS = ("seq", "created_at", "kind", "amount", "balance_after", "reference", "note")
 USAGE_FIELDS = (
