@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
 
 from .models import Account, LedgerEntry, UsageEvent
 
@@ -29,20 +30,40 @@ class LedgerEntryAdmin(ReadOnly):
     search_fields = ("account__user__email", "reference")
 
 
+class OverHoldFilter(admin.SimpleListFilter):
+    """Requests whose upstream reported more usage than their hold allowed: the excess was not
+    charged to the account (the operator bears it). A provider that does this often is
+    misreporting, or the catalog's limits for the model are wrong."""
+
+    title = _("usage above the hold")
+    parameter_name = "over_hold"
+
+    def lookups(self, request, model_admin):  # type: ignore[no-untyped-def]
+        return [("yes", _("Above the hold (not charged in full)"))]
+
+    def queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        if self.value() == "yes":
+            return queryset.filter(unbilled__gt=0)
+        return queryset
+
+
 @admin.register(UsageEvent)
 class UsageEventAdmin(ReadOnly):
     list_display = (
         "request_id",
         "account",
         "model_id",
+        "provider",
         "prompt_tokens",
         "completion_tokens",
+        "images",
         "cost",
+        "unbilled",
         "estimated",
         "status",
         "started_at",
     )
-    list_filter = ("status", "estimated", "model_id")
+    list_filter = (OverHoldFilter, "status", "estimated", "model_id", "provider")
     search_fields = ("request_id", "account__user__email")
 
 

@@ -82,7 +82,13 @@ class UsageEvent(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
+    images = models.PositiveIntegerField(default=0)
+    audio_ms = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(**MONEY, default=Decimal(0))
+    # What the upstream's usage came to above the request's hold: never charged to the account
+    # (a hold is the most a request can cost it); the operator bears it. Non-zero only when an
+    # upstream reported more than the request could use, and shown in the admin.
+    unbilled = models.DecimalField(**MONEY, default=Decimal(0))
     price_version = models.PositiveIntegerField(null=True)
     estimated = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OK)

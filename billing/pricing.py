@@ -1,10 +1,15 @@
 """The one cost function (pure; no Django, so the relay imports it too).
 
-Prices are USD per 1M tokens as exact decimals. A cost is
-``(prompt_uncached × input + cached × cached_input + completion × output) / 1,000,000``
-computed exactly and rounded once, *up*, to the nano-dollar (1e-9 USD). With prices given to
-at most three decimals per 1M tokens (the catalog enforces it) no rounding ever happens, so a
-cost equals tokens × price to the digit.
+Token prices are USD per 1M tokens as exact decimals; a model may also charge per input image
+(``image``, USD each) and per second of input audio (``audio_second``, USD). A cost is
+
+    (prompt_uncached × input + cached × cached_input + completion × output) / 1,000,000
+    + images × image + audio_ms × audio_second / 1,000
+
+computed exactly and rounded once, *up*, to the nano-dollar (1e-9 USD). With token prices given
+to at most three decimals per 1M tokens and the others to at most nine and six decimals (the
+catalog enforces it) no rounding ever happens, so a cost equals what was used × price to the
+digit.
 
 Redis works in integer nano-dollars; the ledger keeps the same value as a Decimal with nine
 places.
@@ -26,6 +31,8 @@ class Price:
     input: Decimal
     output: Decimal
     cached_input: Decimal
+    image: Decimal = Decimal(0)  # per input image
+    audio_second: Decimal = Decimal(0)  # per second of input audio
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Price:
@@ -35,6 +42,8 @@ class Price:
             input=Decimal(str(data["input"])),
             output=Decimal(str(data["output"])),
             cached_input=Decimal(str(cached if cached is not None else data["input"])),
+            image=Decimal(str(data.get("image") or 0)),
+            audio_second=Decimal(str(data.get("audio_second") or 0)),
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -43,21 +52,33 @@ class Price:
             "input": str(self.input),
             "output": str(self.output),
             "cached_input": str(self.cached_input),
+            "image": str(self.image),
+            "audio_second": str(self.audio_second),
         }
 
 
 def cost(
-    price: Price, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    price: Price,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    images: int = 0,
+    audio_ms: int = 0,
 ) -> Decimal:
     """USD, exact, rounded up to the nano-dollar. ``prompt_tokens`` includes cached ones."""
-    if min(prompt_tokens, completion_tokens, cached_tokens) < 0:
-        raise ValueError("token counts cannot be negative")
+    if min(prompt_tokens, completion_tokens, cached_tokens, images, audio_ms) < 0:
+        raise ValueError("counts cannot be negative")
     cached = min(cached_tokens, prompt_tokens)
     total = (
         (prompt_tokens - cached) * price.input
         + cached * price.cached_input
         + completion_tokens * price.output
     ) / PER
+    if images:
+        total += images * price.image
+    if audio_ms:
+        total += audio_ms * price.audio_second / 1000
     return total.quantize(NANO, rounding=ROUND_CEILING)
 
 

@@ -36,7 +36,10 @@ class Event:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    images: int
+    audio_ms: int
     cost: Decimal
+    hold: Decimal | None  # the most this request may be charged
     price_version: int | None
     estimated: bool
     status: str
@@ -61,7 +64,10 @@ class Event:
             prompt_tokens=max(0, int(raw.get("prompt_tokens", 0))),
             completion_tokens=max(0, int(raw.get("completion_tokens", 0))),
             cached_tokens=max(0, int(raw.get("cached_tokens", 0))),
+            images=max(0, int(raw.get("images", 0))),
+            audio_ms=max(0, int(raw.get("audio_ms", 0))),
             cost=Decimal(str(raw.get("cost", "0"))),
+            hold=Decimal(str(raw["hold"])) if raw.get("hold") is not None else None,
             price_version=int(raw["price_version"]) if raw.get("price_version") else None,
             estimated=bool(raw.get("estimated", False)),
             status=status if status in STATUSES else UsageEvent.Status.ERROR,
@@ -74,9 +80,13 @@ class Event:
         )
 
 
-def _priced(events: list[Event]) -> dict[str, Decimal]:
-    """The worker computes each cost again with the same function from the price version the
-    relay charged at; the relay's figure is kept only if that version is unknown here."""
+def _priced(events: list[Event]) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+    """What each request is charged, and what its usage came to above its hold (unbilled).
+
+    The worker computes each cost again with the same function from the price version the
+    relay charged at (the relay's figure is kept only if that version is unknown here), and
+    charges at most the request's hold, as the relay settled it: an upstream that reports more
+    than the hold allowed never takes a balance below zero."""
     wanted = {(e.model, e.price_version) for e in events if e.price_version}
     prices: dict[tuple[str, int], Price] = {}
     if wanted:
@@ -84,26 +94,37 @@ def _priced(events: list[Event]) -> dict[str, Decimal]:
             model_id__in={m for m, _ in wanted}, version__in={v for _, v in wanted}
         )
         for row in rows:
-            prices[(row.model_id, row.version)] = Price(
-                version=row.version,
-                input=row.input,
-                output=row.output,
-                cached_input=row.cached_input if row.cached_input is not None else row.input,
-            )
-    result = {}
+            prices[(row.model_id, row.version)] = row.as_price()
+    charged: dict[str, Decimal] = {}
+    unbilled: dict[str, Decimal] = {}
     for e in events:
         price = prices.get((e.model, e.price_version or 0))
         if price is None or e.cost == 0:
             # A failed request costs nothing whatever its counts say.
-            result[e.request_id] = e.cost
+            full = e.cost
         else:
-            result[e.request_id] = cost(
+            full = cost(
                 price,
                 prompt_tokens=e.prompt_tokens,
                 completion_tokens=e.completion_tokens,
                 cached_tokens=e.cached_tokens,
+                images=e.images,
+                audio_ms=e.audio_ms,
             )
-    return result
+        billed = full if e.hold is None else min(full, e.hold)
+        charged[e.request_id] = billed
+        unbilled[e.request_id] = full - billed
+        if full > billed:
+            log.warning(
+                "usage of %s (%s via %s) came to %s, above its hold of %s: %s not charged",
+                e.request_id,
+                e.model,
+                e.provider,
+                full,
+                e.hold,
+                full - billed,
+            )
+    return charged, unbilled
 
 
 _ROLLUP_SQL = """
@@ -135,7 +156,7 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
     by_account: dict[int, dict[str, Event]] = defaultdict(dict)
     for e in events:
         by_account[e.account].setdefault(e.request_id, e)
-    costs = _priced(events)
+    costs, unbilled = _priced(events)
     created = 0
     to_post: list[tuple[int, list[str]]] = []
     with transaction.atomic():
@@ -167,7 +188,7 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
                 )
             else:
                 to_post.append((account.pk, list(batch)))
-            _insert(new, costs, entry, known_keys)
+            _insert(new, costs, unbilled, entry, known_keys)
             _rollup(account.pk, [e for e in new if e.key in known_keys], costs)
             _touch_keys(new)
             created += len(new)
@@ -197,7 +218,10 @@ _COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
+    "images",
+    "audio_ms",
     "cost",
+    "unbilled",
     "price_version",
     "estimated",
     "status",
@@ -214,6 +238,7 @@ _COLUMNS = (
 def _insert(
     events: list[Event],
     costs: dict[str, Decimal],
+    unbilled: dict[str, Decimal],
     entry: LedgerEntry | None,
     known_keys: set[int],
 ) -> None:
@@ -234,7 +259,10 @@ def _insert(
             e.prompt_tokens,
             e.completion_tokens,
             e.cached_tokens,
+            e.images,
+            e.audio_ms,
             amount,
+            unbilled[e.request_id],
             e.price_version,
             e.estimated,
             e.status,

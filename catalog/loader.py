@@ -28,13 +28,15 @@ MODEL_FIELDS = (
 )
 
 
-def _price(value: Any, where: str) -> Decimal:
+def _price(value: Any, where: str, places: int = 3, unit: str = "per 1M tokens") -> Decimal:
+    """A price the cost function applies without rounding: token prices to 3 decimals per 1M
+    tokens, an image's to 9 (a nano-dollar), a second of audio's to 6 (a nano-dollar a ms)."""
     try:
         price = Decimal(str(value))
     except InvalidOperation as exc:
         raise ValidationError(f"{where}: not a decimal price: {value!r}") from exc
-    if price < 0 or price.as_tuple().exponent < -3:  # type: ignore[operator]
-        raise ValidationError(f"{where}: prices are >= 0 with at most 3 decimals per 1M tokens")
+    if not price.is_finite() or price < 0 or price.as_tuple().exponent < -places:  # type: ignore[operator]
+        raise ValidationError(f"{where}: prices are >= 0 with at most {places} decimals {unit}")
     return price
 
 
@@ -63,19 +65,19 @@ def load(path: Path) -> dict[str, int]:
         model, _ = Model.objects.update_or_create(id=model_id, defaults=defaults)
         counts["models"] += 1
         _routes(model, spec)
-        wanted = (
-            _price(spec["input"], model_id),
-            _price(spec.get("output", "0"), model_id),
-            _price(spec["cached_input"], model_id) if "cached_input" in spec else None,
-        )
+        wanted = {
+            "input": _price(spec["input"], model_id),
+            "output": _price(spec.get("output", "0"), model_id),
+            "cached_input": (
+                _price(spec["cached_input"], model_id) if "cached_input" in spec else None
+            ),
+            "image": _price(spec.get("image", "0"), model_id, 9, "per image"),
+            "audio_second": _price(spec.get("audio_second", "0"), model_id, 6, "per second"),
+        }
         current = model.price
-        if current is None or (current.input, current.output, current.cached_input) != wanted:
+        if current is None or any(getattr(current, f) != v for f, v in wanted.items()):
             PriceVersion.objects.create(
-                model=model,
-                version=(current.version + 1) if current else 1,
-                input=wanted[0],
-                output=wanted[1],
-                cached_input=wanted[2],
+                model=model, version=(current.version + 1) if current else 1, **wanted
             )
             counts["prices"] += 1
     transaction.on_commit(sync.publish)

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from billing.models import MONEY
+from billing.pricing import Price
 
 
 class Provider(models.Model):
@@ -55,13 +58,20 @@ class Model(models.Model):
 
 
 class PriceVersion(models.Model):
-    """USD per 1M tokens. A change of price adds a version; usage keeps the one it paid."""
+    """USD per 1M tokens, and per input image and second of input audio where a model charges
+    for them. A change of price adds a version; usage keeps the one it paid."""
 
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="prices")
     version = models.PositiveIntegerField()
     input = models.DecimalField(**MONEY)
     output = models.DecimalField(**MONEY)
     cached_input = models.DecimalField(**MONEY, null=True, blank=True)
+    image = models.DecimalField(
+        **MONEY, default=Decimal(0), help_text=_("USD per input image (0: none).")
+    )
+    audio_second = models.DecimalField(
+        **MONEY, default=Decimal(0), help_text=_("USD per second of input audio (0: none).")
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -72,6 +82,17 @@ class PriceVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id} v{self.version}"
+
+    def as_price(self) -> Price:
+        """The pure price the relay and the worker compute costs with."""
+        return Price(
+            version=self.version,
+            input=self.input,
+            output=self.output,
+            cached_input=self.cached_input if self.cached_input is not None else self.input,
+            image=self.image,
+            audio_second=self.audio_second,
+        )
 
 
 class Route(models.Model):

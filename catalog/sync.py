@@ -9,7 +9,6 @@ import orjson
 from django.conf import settings
 from django.db.models import Prefetch
 
-from billing.pricing import Price
 from portal.redis import client, evict
 from relay import state
 
@@ -66,12 +65,7 @@ def snapshot() -> dict[str, Any]:
             "context_window": model.context_window,
             "embeddings": model.embeddings,
             "created": int(model.provider.pk),
-            "price": Price(
-                version=price.version,
-                input=price.input,
-                output=price.output,
-                cached_input=price.cached_input if price.cached_input is not None else price.input,
-            ).as_dict(),
+            "price": price.as_price().as_dict(),
             "routes": routes,
         }
         aliases[f"{model.provider.slug}/{model.id}"] = model.id
