@@ -24,7 +24,7 @@ import redis.exceptions
 
 from keys import format as keyformat
 
-from . import limits, prices, scripts, state
+from . import limits, media, prices, scripts, state
 from .adapters import anthropic
 from .adapters import openai as openai_adapter
 from .config import Config
@@ -39,6 +39,14 @@ log = logging.getLogger("relay")
 Scope = dict[str, Any]
 Headers = list[tuple[bytes, bytes]]
 JSON = b"application/json"
+
+
+# Prompt tokens held for a request with an image, audio or a file when the model's context
+# window is not in the catalog.
+MEDIA_PROMPT_CEILING = 1_000_000
+# Providers write a prompt of their own around tool definitions (Anthropic's is about 350
+# tokens): a small body with tools can be billed more prompt tokens than it has bytes.
+TOOLS_PROMPT_ALLOWANCE = 1024
 
 
 class ClientGone(Exception):
@@ -60,14 +68,18 @@ class Request:
         "account",
         "api",
         "body",
+        "body_pending",
+        "body_reserved",
         "cap_key",
         "chunks",
         "client_net",
         "disconnected",
         "done",
         "held",
+        "hold_nanos",
         "id",
         "key",
+        "media",
         "model",
         "price",
         "prompt_estimate",
@@ -88,7 +100,11 @@ class Request:
         self.started = time.time()
         self.ttfb: float | None = None
         self.held = False
+        self.hold_nanos = 0  # the most this request may be charged
+        self.media = media.NONE
         self.done = False
+        self.body_pending = False  # the client's body is (perhaps) not read to its end
+        self.body_reserved = 0  # bytes of the relay's body budget this request holds
         self.responded = False
         self.disconnected = False
         self.stream = False
@@ -142,6 +158,9 @@ class Relay:
         self.scripts: dict[str, Any] = {}
         self.script_client: scripts.ScriptClient | None = None
         self.trusted: list[limits.Network] = []
+        # Bytes of request bodies being read or held by requests in flight, against
+        # config.body_budget_bytes: what many large bodies at once can pin in memory.
+        self.body_bytes = 0
 
     # ---- lifespan -------------------------------------------------------------------------
 
@@ -278,6 +297,9 @@ class Relay:
         except Exception:
             log.exception("unexpected error in request %s", req.id)
             await self._fail(send, req, RelayError(500, "Internal error.", type="server_error"))
+        finally:
+            if req.body_reserved:
+                self.body_bytes -= req.body_reserved
 
     async def _fail(self, send: Any, req: Request, exc: RelayError) -> None:
         await self._release_quietly(req)
@@ -321,14 +343,23 @@ class Relay:
         ]
         if extra:
             headers.extend(extra)
+        if req.body_pending:
+            # Answered before the body was read (a bad key, a body too large): the rest of it
+            # is not waited for, and the connection cannot carry another request.
+            headers.append((b"connection", b"close"))
         req.responded = req.done = True
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     # ---- the relayed request ----------------------------------------------------------------
 
-    async def read_body(self, scope: Scope, receive: Any) -> bytes:
+    async def read_body(self, scope: Scope, receive: Any, req: Request) -> bytes:
+        """The body, read only after the key was checked. A declared length above the limit is
+        refused before a byte is read; the bytes read are counted against the relay's body
+        budget until the request ends, so many large bodies at once are refused (503) rather
+        than held in memory."""
         limit = self.config.max_body_bytes
+        declared = 0
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -337,6 +368,7 @@ class Relay:
                     raise bad_request("Invalid Content-Length.") from None
                 if declared > limit:
                     raise RelayError(413, f"Request body exceeds {limit} bytes.", code="too_large")
+        self._reserve_body(req, declared)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -347,9 +379,27 @@ class Relay:
             size += len(chunk)
             if size > limit:
                 raise RelayError(413, f"Request body exceeds {limit} bytes.", code="too_large")
+            if size > req.body_reserved:  # no length was declared (chunked), or a wrong one
+                self._reserve_body(req, size)
             chunks.append(chunk)
             if not message.get("more_body"):
+                req.body_pending = False
                 return b"".join(chunks)
+
+    def _reserve_body(self, req: Request, size: int) -> None:
+        more = size - req.body_reserved
+        if more <= 0:
+            return
+        if self.body_bytes + more > self.config.body_budget_bytes and self.body_bytes > 0:
+            raise RelayError(
+                503,
+                "The relay is receiving too many large requests at once; retry shortly.",
+                type="server_error",
+                code="service_unavailable",
+                headers=[(b"retry-after", b"1")],
+            )
+        self.body_bytes += more
+        req.body_reserved = size
 
     async def authenticate(self, scope: Scope) -> dict[str, Any]:
         """The key from ``Authorization: Bearer`` (OpenAI SDKs) or ``x-api-key`` (Anthropic's)."""
@@ -405,12 +455,25 @@ class Relay:
         return body
 
     def worst_case(self, req: Request, raw_size: int, api: str) -> int:
-        """Nano-dollars to hold: the body's size in bytes bounds its tokens (capped by the
-        context window), plus the most output the request allows, at catalog prices. Also
-        sets the tokens the request counts against a tokens-per-minute limit."""
+        """Nano-dollars to hold: the most the request can cost at catalog prices.
+
+        The prompt: text is bounded by the body's size in bytes (capped by the context window),
+        plus an allowance for the prompt a provider writes around tool definitions; an image,
+        audio or a file is billed on its content, so a request with one holds the whole
+        context window. Its images and seconds of audio at their own prices where the model
+        has them, and the most output the request allows. Also sets the tokens the request
+        counts against a tokens-per-minute limit."""
         assert req.price is not None
-        window = req.model.get("context_window") or raw_size
-        req.prompt_estimate = min(raw_size, window)
+        window = req.model.get("context_window") or 0
+        req.prompt_estimate = min(raw_size, window) if window else raw_size
+        price = req.price.price
+        req.media = media.inspect(req.body, api, measure_audio=price.audio_second > 0)
+        if req.media.other:
+            prompt = window or MEDIA_PROMPT_CEILING
+        else:
+            prompt = raw_size + (TOOLS_PROMPT_ALLOWANCE if req.body.get("tools") else 0)
+            if window:
+                prompt = min(prompt, window)
         completion = 0
         requested = 0
         if api == "chat":
@@ -421,12 +484,19 @@ class Relay:
         elif api == "messages":
             requested = completion = int(req.body["max_tokens"])
         req.tokens_counted = math.ceil(raw_size / 4) + requested
-        return req.price.nanos(prompt_tokens=req.prompt_estimate, completion_tokens=completion)
+        return req.price.nanos(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            images=req.media.images,
+            audio_ms=req.media.audio_ms,
+        )
 
     async def relay(self, scope: Scope, receive: Any, send: Any, req: Request, api: str) -> None:
-        raw = await self.read_body(scope, receive)
+        # The key first: a client without one never has its body read.
+        req.body_pending = True
         req.key = await self.authenticate(scope)
         req.account = int(req.key["account"])
+        raw = await self.read_body(scope, receive, req)
         req.body = self.parse(raw, api)
         model = self.views.model(req.body["model"])
         if model is None or (api == "embeddings") != bool(model.get("embeddings")):
@@ -484,6 +554,7 @@ class Relay:
         rpm, tpm = key.get("rpm"), key.get("tpm")
         minute = int(req.started // 60)
         req.tpm_key = state.rate_window(account, key["id"], "t", minute)
+        req.hold_nanos = nanos
         status, requests_used, tokens_used = await self.scripts["reserve"](
             keys=[
                 state.account(account),
@@ -746,11 +817,26 @@ class Relay:
                 estimated=True,
             )
         assert req.price is not None
-        nanos = req.price.nanos(
+        reported = req.price.nanos(
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
+            images=req.media.images,
+            audio_ms=req.media.audio_ms,
         )
+        # Never more than the hold: the balance and the key's cap were checked for that much
+        # and no more. Above it (an upstream reporting more than the request could use), the
+        # rest is the operator's to bear; the worker records it as unbilled.
+        nanos = reported if reported <= req.hold_nanos else req.hold_nanos
+        if reported > nanos:
+            log.warning(
+                "usage of %s (%s via %s) above its hold: %d > %d nano-dollars",
+                req.id,
+                req.model["id"],
+                req.route["provider"],
+                reported,
+                nanos,
+            )
         account = req.account
         await self.scripts["settle"](
             keys=[
@@ -780,7 +866,10 @@ class Relay:
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "cached_tokens": usage.cached_tokens,
+                "images": req.media.images,
+                "audio_ms": req.media.audio_ms,
                 "cost": str(prices.amount(nanos)),
+                "hold": str(prices.amount(req.hold_nanos)),
                 "price_version": req.price.price.version,
                 "estimated": usage.estimated,
                 "status": status,

@@ -31,6 +31,8 @@ class Config:
     pepper: bytes
     spool_dir: Path
     max_body_bytes: int = 32 * 1024 * 1024
+    # Request bodies read or held at once by this process, in bytes (see Relay.read_body).
+    body_budget_bytes: int = 512 * 1024 * 1024
     connect_timeout: float = 10.0
     # Until the upstream's first byte (a long prompt or a reasoning model takes a while)...
     first_byte_timeout: float = 300.0
@@ -54,6 +56,7 @@ class Config:
             pepper=_pepper(var_dir),
             spool_dir=Path(os.environ.get("TP_SPOOL_DIR", var_dir / "spool")),
             max_body_bytes=int(os.environ.get("TP_RELAY_MAX_BODY_BYTES", 32 * 1024 * 1024)),
+            body_budget_bytes=int(os.environ.get("TP_RELAY_BODY_BUDGET_BYTES", 512 * 1024 * 1024)),
             connect_timeout=float(os.environ.get("TP_UPSTREAM_CONNECT_TIMEOUT", 10)),
             first_byte_timeout=float(os.environ.get("TP_UPSTREAM_FIRST_BYTE_TIMEOUT", 300)),
             chunk_timeout=float(os.environ.get("TP_UPSTREAM_CHUNK_TIMEOUT", 120)),

@@ -154,25 +154,28 @@ return {1, rpm_used + 1, tpm_used + tokens}
 
 # KEYS: account, holds, unposted, hold times, cap (or no_cap), tpm window.
 # ARGV: request id, actual cost, tokens to add to the tpm window (actual - counted; may be < 0).
-# Moves the request from holds to unposted at its actual cost; repeating it changes nothing.
+# Moves the request from holds to unposted at its actual cost, never more than was held (the
+# balance and the cap were checked for that much); repeating it changes nothing.
 SETTLE = """
 local v = redis.call('HGET', KEYS[2], ARGV[1])
+local actual = tonumber(ARGV[2])
 if v then
   local amt = tonumber(string.match(v, '^(%d+)'))
+  if actual > amt then actual = amt end
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'held', -amt)
   redis.call('ZREM', KEYS[4], ARGV[1])
   if string.find(v, '|.') then
     redis.call('HINCRBY', KEYS[5], 'held', -amt)
-    redis.call('HINCRBY', KEYS[5], 'spent', ARGV[2])
+    redis.call('HINCRBY', KEYS[5], 'spent', actual)
   end
   local adjust = tonumber(ARGV[3])
   if adjust ~= 0 and redis.call('EXISTS', KEYS[6]) == 1 then
     redis.call('INCRBY', KEYS[6], adjust)
   end
 end
-if tonumber(ARGV[2]) > 0 and redis.call('HSETNX', KEYS[3], ARGV[1], ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'unposted', ARGV[2])
+if actual > 0 and redis.call('HSETNX', KEYS[3], ARGV[1], actual) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'unposted', actual)
 end
 return 1
 """

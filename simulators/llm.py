@@ -445,25 +445,59 @@ def _text_chars(content: Any) -> int:
     return 0
 
 
+# Prompt tokens of one image, as real providers bill them whatever the request's size: OpenAI's
+# ``detail: low`` (85) and its largest ``high`` image for GPT-4o (765), Anthropic's largest
+# (about 1,600 for 1.15 megapixels).
+IMAGE_TOKENS_LOW = 85
+IMAGE_TOKENS = 765
+ANTHROPIC_IMAGE_TOKENS = 1600
+
+
+def _image_tokens(content: Any) -> int:
+    if not isinstance(content, list):
+        return 0
+    total = 0
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "image_url":
+            image = part.get("image_url")
+            low = isinstance(image, dict) and image.get("detail") == "low"
+            total += IMAGE_TOKENS_LOW if low else IMAGE_TOKENS
+        elif kind == "image":
+            total += ANTHROPIC_IMAGE_TOKENS
+        elif kind == "tool_result":
+            total += _image_tokens(part.get("content"))
+    return total
+
+
 def estimate_prompt_tokens(messages: Iterable[Any], system: Any = None) -> int:
-    """Deterministic prompt-token estimate: ``ceil(text_chars / 4) + 4 * message_count``.
+    """Deterministic prompt-token estimate:
+    ``ceil(text_chars / 4) + 4 * message_count + image_tokens``.
 
     ``text_chars`` counts the characters of every message's text content: a string
     ``content``, the ``text`` of content parts / blocks, and the (nested) ``content`` of
-    Anthropic ``tool_result`` blocks.  Images, tool definitions and tool-call arguments are
-    not counted.  An Anthropic top-level ``system`` prompt counts as one more message.
-    The rule is crude on purpose: it is cheap, stable and easy to assert in tests.
+    Anthropic ``tool_result`` blocks.  Each image costs a fixed number of tokens, as real
+    providers bill images on their content rather than the request's bytes (``IMAGE_TOKENS``;
+    ``IMAGE_TOKENS_LOW`` for ``detail: low``; ``ANTHROPIC_IMAGE_TOKENS`` for Anthropic image
+    blocks).  Tool definitions and tool-call arguments are not counted.  An Anthropic
+    top-level ``system`` prompt counts as one more message.  The rule is crude on purpose: it
+    is cheap, stable and easy to assert in tests.
     """
     chars = 0
     count = 0
+    images = 0
     if system:
         chars += _text_chars(system)
         count += 1
     for message in messages:
         count += 1
         if isinstance(message, dict):
-            chars += _text_chars(message.get("content"))
-    return -(-chars // 4) + 4 * count
+            content = message.get("content")
+            chars += _text_chars(content)
+            images += _image_tokens(content)
+    return -(-chars // 4) + 4 * count + images
 
 
 def _example_value(schema: Any, depth: int = 0) -> JSON:

@@ -114,9 +114,8 @@ def start_relay(tmp_path: Path, **env: str) -> RelayProcess:
     }
     log_path = tmp_path / f"relay-{port}.log"
     log = open(log_path, "wb")  # handed to the child process
-    command = ["uvicorn", "relay.app:app", "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
-        [sys.executable, "-m", *command, "--log-level", "info"],
+        [sys.executable, "-m", "serving", "relay", "--port", str(port), "--log-level", "info"],
         cwd=ROOT,
         env=environ,
         stdout=log,

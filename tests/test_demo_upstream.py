@@ -708,7 +708,11 @@ def test_prompt_token_rule() -> None:
     assert estimate_prompt_tokens([{"role": "user", "content": "abcd"}]) == 1 + 4
     assert estimate_prompt_tokens([{"role": "user", "content": "abcde"}]) == 2 + 4
     parts = [{"type": "text", "text": "abcd"}, {"type": "image_url", "image_url": {}}]
-    assert estimate_prompt_tokens([{"role": "user", "content": parts}], system="abcd") == 2 + 8
+    assert estimate_prompt_tokens([{"role": "user", "content": parts}], system="abcd") == (
+        2 + 8 + 765
+    )
+    low = [{"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}]
+    assert estimate_prompt_tokens([{"role": "user", "content": low}]) == 4 + 85
     tool_result = [{"type": "tool_result", "tool_use_id": "t", "content": "abcdefgh"}]
     assert estimate_prompt_tokens([{"role": "user", "content": tool_result}]) == 2 + 4
 

@@ -555,9 +555,9 @@ def pick_model(ctx: Ctx) -> None:
 def start_relay(ctx: Ctx, env: dict[str, str], server: str) -> tuple[stack.Proc, str]:
     port = stack.free_port()
     if server == "uvicorn":
-        argv = [stack.python(), "-m", "uvicorn", "relay.app:app", "--host", "127.0.0.1"]
-        argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
-        argv += ["--no-access-log", "--log-level", "warning"]
+        # As in production: uvicorn with httptools, uvloop and the request deadlines.
+        argv = [stack.python(), "-m", "serving", "relay", "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--log-level", "warning"]
         name = RELAY
     else:
         env = dict(env)
