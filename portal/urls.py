@@ -6,6 +6,11 @@ from billing import views as billing_views
 from catalog import views as catalog_views
 
 from . import views
+from .auth import admin_login
+
+# Staff sign in through allauth like everyone else (its rate limits and second factor); the
+# admin's own form would take a password alone. Set before admin.site.urls is read below.
+admin.site.login = admin_login  # type: ignore[method-assign]
 
 urlpatterns = [
     path("", views.home, name="home"),
