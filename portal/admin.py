@@ -1,7 +1,14 @@
+from allauth.account.admin import EmailAddressAdmin as BaseEmailAddressAdmin
+from allauth.account.models import EmailAddress
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db import models
 
+from .emails import NormalizedEmailField
 from .models import User
+
+# An address an operator types is stored in the same one form as a signup's (portal.emails).
+NORMALIZED_EMAIL_FIELDS = {models.EmailField: {"form_class": NormalizedEmailField}}
 
 
 @admin.register(User)
@@ -15,3 +22,12 @@ class UserAdmin(BaseUserAdmin):
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+    formfield_overrides = NORMALIZED_EMAIL_FIELDS
+
+
+admin.site.unregister(EmailAddress)
+
+
+@admin.register(EmailAddress)
+class EmailAddressAdmin(BaseEmailAddressAdmin):
+    formfield_overrides = NORMALIZED_EMAIL_FIELDS

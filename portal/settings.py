@@ -176,6 +176,13 @@ ACCOUNT_EMAIL_VERIFICATION_BY_CODE_ENABLED = False
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_PREVENT_ENUMERATION = True
+# Every entered address in one stored form, look-alikes refused (portal.emails).
+ACCOUNT_ADAPTER = "portal.auth.AccountAdapter"
+ACCOUNT_FORMS = {
+    "login": "portal.auth.LoginForm",
+    "reset_password": "portal.auth.ResetPasswordForm",
+    "change_email": "portal.auth.ChangeEmailForm",
+}
 ACCOUNT_RATE_LIMITS = {
     "login": "30/m/ip",
     "login_failed": "10/m/ip,5/5m/key",

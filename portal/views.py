@@ -21,6 +21,7 @@ from billing.selectors import account_of
 from catalog.models import Model
 
 from . import account as account_service
+from .emails import lookup_key
 
 
 def _example_model() -> str:
@@ -100,7 +101,7 @@ def account_export(request: HttpRequest) -> StreamingHttpResponse:
 @reauthentication_required
 @require_POST
 def account_delete(request: HttpRequest) -> HttpResponse:
-    if request.POST.get("confirm", "").strip().lower() != request.user.email.lower():
+    if lookup_key(request.POST.get("confirm", "")) != lookup_key(request.user.email):
         messages.error(request, _("Type your email address to confirm the deletion."))
         return redirect("account_data")
     account_service.delete(request.user)

@@ -4,8 +4,11 @@ from typing import Any
 
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+
+from portal.emails import normalize_email
 
 
 class Command(BaseCommand):
@@ -19,8 +22,15 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args: Any, email: str, password: str, staff: bool, **options: Any) -> None:
         User = get_user_model()
-        email = email.strip().lower()
-        if User.objects.filter(email__iexact=email).exists():
+        try:
+            email = normalize_email(email)
+        except ValidationError as exc:
+            raise CommandError(f"{email!a}: {' '.join(exc.messages)}") from None
+        # Another account's secondary address counts too: one address, one account.
+        if (
+            User.objects.filter(email__iexact=email).exists()
+            or EmailAddress.objects.filter(email__iexact=email).exists()
+        ):
             raise CommandError(f"{email} already exists")
         if staff:
             user = User.objects.create_superuser(email=email, password=password)
