@@ -7,7 +7,7 @@ from .models import ApiKey
 from .services import revoke_key
 
 
-@shared_task(name="keys.expire_keys", time_limit=120)
+@shared_task(name="keys.expire_keys", time_limit=120, soft_time_limit=100)
 def expire_keys() -> int:
     """Expired keys are already refused by the relay (it reads the expiry); marking them
     revoked keeps the key list honest and drops their records from Redis."""
