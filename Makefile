@@ -54,7 +54,8 @@ typecheck: $(VENV)/.installed-dev
 migrations-check: $(VENV)/.installed-dev
 	$(PY) manage.py makemigrations --check --dry-run
 
-# Relay benchmark (direct vs relay vs LiteLLM), offline on 127.0.0.1; see tests/bench/README.md.
+# Relay benchmark (direct vs relay vs LiteLLM and Portkey's gateway), offline on 127.0.0.1;
+# see tests/bench/README.md.
 # `make bench BENCH_ARGS=--quick` for a ~2-3 minute run; `$(PY) tests/bench/run.py --help`.
 bench: $(VENV)/.installed-dev
 	$(PY) tests/bench/run.py $(BENCH_ARGS)

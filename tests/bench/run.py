@@ -1,4 +1,4 @@
-"""TokenPapa relay benchmark: direct vs relay vs LiteLLM (and the relay under granian).
+"""TokenPapa relay benchmark: direct vs relay vs LiteLLM vs Portkey (and the relay under granian).
 
 One command (``make bench`` or ``.venv/bin/python tests/bench/run.py``) starts everything it
 measures on 127.0.0.1, runs interleaved rounds so that machine noise hits every target alike,
@@ -16,6 +16,7 @@ import json
 import os
 import queue
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ BENCH_DIR = ROOT / "var" / "bench"
 LOG_DIR = BENCH_DIR / "logs"
 PG_ADMIN_DSN = "postgres://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "tokenpapa_bench"
-REDIS_DB = 13
+REDIS_DB = 7  # the benchmark's own Redis database, flushed at the start of every run
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 PEPPER = "tokenpapa-bench-pepper"
 EMAIL = "bench@example.com"
@@ -49,6 +50,23 @@ PASSWORD = "bench-password-not-secret"
 PREFERRED_MODEL = "gpt-4o"
 LITELLM_MASTER_KEY = "sk-bench-master-key"
 LITELLM_SPEC = "litellm[proxy]"
+# Portkey's open-source AI gateway (Node.js), pinned: its start-up and routing below were read
+# from this version's build/start-server.js.
+PORTKEY_SPEC = "@portkey-ai/gateway@1.15.2"
+# Transitive pins written to the throwaway folder's package.json ("overrides"). npm resolves
+# the gateway's "@hono/node-server": "^1.3.3" to the newest 1.x, and from 1.14.2 on that
+# package keeps a fetch() response's immutable Headers when a Response is built from it, so
+# every stream through the gateway on Node fails with "TypeError: immutable" (HTTP 500;
+# Portkey-AI/gateway issue 1389, open). 1.14.1 is the last release that copies them;
+# @hono/node-ws 1.3 requires @hono/node-server >= 1.19, 1.2.0 accepts 1.14.
+PORTKEY_OVERRIDES = {"@hono/node-server": "1.14.1", "@hono/node-ws": "1.2.0"}
+# Portkey drops a client's other headers unless they are listed in x-portkey-forward-headers.
+PORTKEY_FORWARD = (
+    "x-demo-latency-ms",
+    "x-demo-completion-tokens",
+    "x-demo-chunk-delay-ms",
+    "x-demo-chunks",
+)
 PROMPT = "Say hello in one short sentence."
 
 # Targets (PASS/MISS labels, not assertions).
@@ -63,8 +81,10 @@ SWEEP_ERROR_LIMIT = 0.001
 RELAY = "relay"
 GRANIAN = "relay-granian"
 LITELLM = "litellm"
+PORTKEY = "portkey"
 DIRECT = "direct"
-ALL_TARGETS = (DIRECT, RELAY, GRANIAN, LITELLM)
+ALL_TARGETS = (DIRECT, RELAY, GRANIAN, LITELLM, PORTKEY)
+COMPETITORS = (LITELLM, PORTKEY)  # the other proxies, measured like the relay
 PHASES = ("con1", "sweep", "stream", "cpu", "soak", "profile")
 
 FULL = {
@@ -121,9 +141,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="tests/bench/run.py",
         description="Benchmark the relay against the demo upstream called directly and against "
-        "the LiteLLM proxy (and the relay under granian), all on 127.0.0.1, offline. Prints "
-        "tables and a summary; writes var/bench/results-<timestamp>.json. Defaults in "
-        "brackets are for a full run / --quick.",
+        "the LiteLLM proxy and Portkey's AI gateway (and the relay under granian), all on "
+        "127.0.0.1, offline. Prints tables and a summary; writes "
+        "var/bench/results-<timestamp>.json. Defaults in brackets are for a full run / --quick.",
         formatter_class=_Help,
     )
     a = p.add_argument
@@ -136,15 +156,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--phases", default="con1,sweep,stream,cpu,soak", help="subset of " + ", ".join(PHASES))
     a("--profile", action="store_true", help="also run the 'profile' phase (py-spy on the relay)")
     a("--no-litellm", action="store_true", help="skip LiteLLM (no install, no start)")
+    a("--no-portkey", action="store_true", help="skip Portkey's gateway (no install, no start)")
     a("--no-granian", action="store_true", help="skip the relay under granian")
     a(
         "--no-worker",
         action="store_true",
-        help="diagnosis: start no Celery worker (usage events wait in Redis db 13), to see how "
-        "much the billing pipeline's CPU competes with the relay on this machine",
+        help=f"diagnosis: start no Celery worker (usage events wait in Redis db {REDIS_DB}), to "
+        "see how much the billing pipeline's CPU competes with the relay on this machine",
     )
     a("--litellm-spec", default=LITELLM_SPEC, help="pip requirement for the LiteLLM venv")
-    a("--install-timeout", type=float, default=900, help="seconds allowed for a pip install")
+    a("--portkey-spec", default=PORTKEY_SPEC, help="npm package spec for Portkey's gateway")
+    a("--install-timeout", type=float, default=900, help="seconds allowed for a pip/npm install")
     a("--clients", type=int, default=1, help="load-generator processes (split the concurrency)")
     a("--timeout", type=float, default=30.0, help="client timeout per request (s)")
     g = p.add_argument_group("concurrency 1 (plain requests, upstream latency 0)")
@@ -190,6 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.target_list.insert(0, DIRECT)  # every "added" figure is relative to it
     if args.no_litellm and LITELLM in args.target_list:
         args.target_list.remove(LITELLM)
+    if args.no_portkey and PORTKEY in args.target_list:
+        args.target_list.remove(PORTKEY)
     if args.no_granian and GRANIAN in args.target_list:
         args.target_list.remove(GRANIAN)
     args.phase_list = [x.strip() for x in args.phases.split(",") if x.strip()]
@@ -335,10 +359,20 @@ class Target:
     token: str
     model: str
     proc: stack.Proc | None = None  # the proxy process (None: the upstream itself)
-    fallback_models: dict[str, str] | None = None  # LiteLLM without header forwarding
+    # Sent with every request to this target (Portkey's routing headers).
+    headers: dict[str, str] = field(default_factory=dict)
+    # Without x-demo-* forwarding, each scenario goes to a demo upstream configured
+    # server-wide: LiteLLM names it by model, Portkey by its custom-host header.
+    fallback_models: dict[str, str] | None = None
+    fallback_hosts: dict[str, str] | None = None
+    fallback_upstreams: dict[str, stack.Proc] = field(default_factory=dict)
 
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    def upstream_for(self, scenario: str, default: stack.Proc) -> stack.Proc:
+        """The demo upstream process that serves ``scenario`` for this target."""
+        return self.fallback_upstreams.get(scenario, default)
 
 
 @dataclass
@@ -352,6 +386,7 @@ class Ctx:
     lg: LoadGens | None = None
     redis: redis.Redis | None = None
     notes: list[str] = field(default_factory=list)
+    dropped: set[str] = field(default_factory=set)  # targets left out for a reason noted
     info: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     upstream_model: str = ""
@@ -404,9 +439,12 @@ def job_for(ctx: Ctx, target: Target, scenario: str, **job: Any) -> dict[str, An
     args = ctx.args
     stream = scenario in ("stream", "soakstream")
     headers = {"Authorization": f"Bearer {target.token}", "Content-Type": "application/json"}
+    headers.update(target.headers)
     model = target.model
     if target.fallback_models is not None:
         model = target.fallback_models[scenario]  # steered server-wide, no x-demo-* headers
+    elif target.fallback_hosts is not None:
+        headers["x-portkey-custom-host"] = target.fallback_hosts[scenario]  # likewise
     else:
         headers.update(scenario_headers(args, scenario))
     max_tokens = max(64, 2 * args.stream_chunks) if stream else 64
@@ -444,7 +482,7 @@ def errors_text(res: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(res["errors"].items()))
 
 
-# ---- the world: upstream, database, Redis, worker, relays, LiteLLM ----
+# ---- the world: upstream, database, Redis, worker, relays, LiteLLM, Portkey ----
 
 
 def base_env() -> dict[str, str]:
@@ -517,10 +555,10 @@ def usage_rows() -> int | None:
 
 
 def setup_world(ctx: Ctx, env: dict[str, str]) -> str:
-    """Database, Redis db 13, catalog, the bench account with credit and a fresh key."""
+    """Database, Redis db REDIS_DB, catalog, the bench account with credit and a fresh key."""
     ensure_database()
     assert ctx.redis is not None
-    ctx.redis.flushdb()  # db 13 is the benchmark's own
+    ctx.redis.flushdb()  # db REDIS_DB is the benchmark's own
     steps = time.monotonic()
     manage(env, "migrate", "--no-input", "-v", "0")
     manage(env, "loadcatalog")
@@ -697,11 +735,85 @@ def start_litellm(ctx: Ctx) -> tuple[stack.Proc, str, dict[str, str]] | None:
     return proc, f"http://127.0.0.1:{port}", urls
 
 
+PORTKEY_DIR = BENCH_DIR / "portkey"
+PORTKEY_PACKAGE = "@portkey-ai/gateway"
+
+
+def start_portkey(ctx: Ctx) -> tuple[stack.Proc, str] | None:
+    """Portkey's gateway from a throwaway npm install, one node process on 127.0.0.1."""
+    node = shutil.which("node")
+    if node is None:
+        ctx.note("Portkey's gateway needs node, which is not installed here, so it is left out")
+        return None
+    ok, why = stack.ensure_npm_dir(
+        PORTKEY_DIR,
+        ctx.args.portkey_spec,
+        PORTKEY_OVERRIDES,
+        LOG_DIR / "portkey-install.log",
+        lambda m: say(f"  {m}"),
+        ctx.args.install_timeout,
+    )
+    if not ok:
+        ctx.note(f"Portkey's gateway could not be installed here, so it is left out: {why}")
+        return None
+    package_dir = PORTKEY_DIR / "node_modules" / PORTKEY_PACKAGE
+    try:
+        manifest = json.loads((package_dir / "package.json").read_text())
+        bin_field = manifest.get("bin")
+        script = bin_field if isinstance(bin_field, str) else next(iter(bin_field.values()))
+    except (OSError, ValueError, AttributeError, StopIteration):
+        ctx.note(f"Portkey's gateway has no start script in {package_dir}, so it is left out")
+        return None
+    node_version = stack.run_checked([node, "--version"], base_env(), timeout=30).stdout.strip()
+    ctx.info["portkey"] = manifest.get("version", "?")
+    ctx.info["portkey_node"] = node_version or "?"
+    ctx.info["portkey_pins"] = {
+        name: stack.npm_package_version(PORTKEY_DIR, name) for name in PORTKEY_OVERRIDES
+    }
+    home = BENCH_DIR / "portkey-home"
+    home.mkdir(parents=True, exist_ok=True)
+    port = stack.free_port()
+    env = {
+        "PATH": f"{Path(node).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        # No console UI routes, no log-stream endpoint; no REDIS_CONNECTION_STRING (no cache
+        # backend); nothing else of its configuration is set.
+        "NODE_ENV": "production",
+        # Node's fetch ignores these (the preloaded node_loopback.mjs keeps the gateway on
+        # loopback); set as for LiteLLM in case any library honours them.
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    # build/start-server.js reads only --port=N and --headless from its command line and
+    # listens on every interface; node_loopback.mjs binds it to 127.0.0.1 and refuses any
+    # outgoing connection that is not to loopback.
+    argv = [node, "--import", str(HERE / "node_loopback.mjs"), str(package_dir / script)]
+    argv += [f"--port={port}", "--headless"]
+    proc = ctx.procs.start(PORTKEY, argv, env, cwd=PORTKEY_DIR)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def portkey_headers(upstream_url: str) -> dict[str, str]:
+    """Route a request through Portkey to an OpenAI-compatible host: provider "openai" with a
+    custom host (the Authorization header is passed on as the provider's API key)."""
+    return {
+        "x-portkey-provider": "openai",
+        "x-portkey-custom-host": upstream_url,
+        "x-portkey-forward-headers": ",".join(PORTKEY_FORWARD),
+    }
+
+
 def check_target(ctx: Ctx, target: Target) -> str | None:
     """One request asking the demo upstream (through the target) for 7 completion tokens."""
     headers = {
         "Authorization": f"Bearer {target.token}",
         "Content-Type": "application/json",
+        **target.headers,
         "x-demo-completion-tokens": "7",
         "x-demo-latency-ms": "0",
     }
@@ -734,12 +846,21 @@ def build_world(ctx: Ctx) -> None:
     say(f"  model {ctx.model} -> demo upstream model {ctx.upstream_model}")
 
     if args.no_worker:
-        ctx.note("--no-worker: no Celery worker ran; usage events stayed queued in Redis db 13")
+        ctx.note(
+            f"--no-worker: no Celery worker ran; usage events stayed queued in Redis db {REDIS_DB}"
+        )
     litellm: tuple[stack.Proc, str, dict[str, str]] | None = None
     if LITELLM in args.target_list:
         litellm = start_litellm(ctx)  # slow to start: overlap with the rest
         if litellm is None:
             args.target_list.remove(LITELLM)
+            ctx.dropped.add(LITELLM)
+    portkey: tuple[stack.Proc, str] | None = None
+    if PORTKEY in args.target_list:
+        portkey = start_portkey(ctx)
+        if portkey is None:
+            args.target_list.remove(PORTKEY)
+            ctx.dropped.add(PORTKEY)
     granian_ok = GRANIAN in args.target_list and ensure_granian(ctx)
     if GRANIAN in args.target_list and not granian_ok:
         args.target_list.remove(GRANIAN)
@@ -779,38 +900,122 @@ def build_world(ctx: Ctx) -> None:
         g_proc, g_url = start_relay(ctx, env, "granian")
         stack.wait_ready(g_proc, f"{g_url}/healthz", 60)
         targets.append(Target(GRANIAN, f"{g_url}/v1/chat/completions", secret, ctx.model, g_proc))
+    if portkey is not None:
+        p_proc, p_url = portkey
+        pt = Target(
+            PORTKEY,
+            f"{p_url}/v1/chat/completions",
+            "demo",  # passed on to the upstream as the provider's API key
+            ctx.upstream_model,
+            p_proc,
+            headers=portkey_headers(ctx.upstream_url),
+        )
+        if competitor_ready(ctx, pt, f"{p_url}/", 60):  # "/" answers "AI Gateway says hey!"
+            targets.append(pt)
     if litellm is not None:
         l_proc, l_url, fallback_urls = litellm
-        say("  waiting for LiteLLM to start (it takes a while)")
-        stack.wait_ready(l_proc, f"{l_url}/health/liveliness", 240)
-        lt = Target(LITELLM, f"{l_url}/v1/chat/completions", LITELLM_MASTER_KEY, ctx.model, l_proc)
-        lt.fallback_models = None
-        targets.append(lt)
         ctx.info["litellm_fallback_urls"] = fallback_urls
+        say("  waiting for LiteLLM to start (it takes a while)")
+        lt = Target(LITELLM, f"{l_url}/v1/chat/completions", LITELLM_MASTER_KEY, ctx.model, l_proc)
+        if competitor_ready(ctx, lt, f"{l_url}/health/liveliness", 240):
+            targets.append(lt)
     time.sleep(1.0)
     if ctx.worker is not None and not ctx.worker.alive():
         raise RuntimeError(f"the Celery worker exited:\n{ctx.worker.log_tail()}")
 
-    for t in targets:
+    for t in list(targets):
         problem = check_target(ctx, t)
-        if problem == "headers-not-forwarded" and t.name == LITELLM:
+        if problem == "headers-not-forwarded" and t.name in COMPETITORS:
             use_fallback_upstreams(ctx, t)
             problem = None
+        if problem is None:
+            problem = check_stream(ctx, t)
+        if problem and t.name in COMPETITORS:
+            drop_competitor(ctx, t, f"it does not answer as expected: {problem}")
+            targets.remove(t)
+            continue
         if problem:
             raise RuntimeError(f"{t.name} does not answer as expected: {problem}")
-        say(f"  {t.name:<14} ready at {t.url}")
+        shape = f" ({PROCESS_SHAPE[t.name]})" if t.name in PROCESS_SHAPE else ""
+        say(f"  {t.name:<14} ready at {t.url}{shape}")
     ctx.targets = [t for name in args.target_list for t in targets if t.name == name]
     ctx.lg = LoadGens(ctx.procs, args.clients)
 
 
+COMPETITOR_LABEL = {LITELLM: "LiteLLM", PORTKEY: "Portkey's gateway"}
+COMPETITOR_SHORT = {LITELLM: "LiteLLM", PORTKEY: "Portkey"}
+# How many processes serve each target (printed at start-up and in the summary).
+PROCESS_SHAPE = {
+    RELAY: "1 uvicorn process",
+    GRANIAN: "1 granian worker",
+    LITELLM: "1 worker, --num_workers 1",
+    PORTKEY: "1 node process: Node runs the gateway's JavaScript on one thread",
+}
+
+
+def drop_competitor(ctx: Ctx, target: Target, why: str) -> None:
+    """A proxy we compare with failed to start or to answer: note it and go on without it."""
+    ctx.note(f"{COMPETITOR_LABEL[target.name]} is left out: {why}")
+    ctx.dropped.add(target.name)
+    if target.proc is not None:
+        target.proc.stop()
+    if target.name in ctx.args.target_list:
+        ctx.args.target_list.remove(target.name)
+
+
+def competitor_ready(ctx: Ctx, target: Target, url: str, timeout: float) -> bool:
+    assert target.proc is not None
+    try:
+        stack.wait_ready(target.proc, url, timeout)
+    except RuntimeError as exc:
+        drop_competitor(ctx, target, f"it did not start: {exc}")
+        return False
+    return True
+
+
+def check_stream(ctx: Ctx, target: Target) -> str | None:
+    """One short stream through the target: HTTP 200 and SSE events up to ``[DONE]``."""
+    job = job_for(ctx, target, "stream")
+    headers = dict(job["headers"])
+    if target.fallback_models is None and target.fallback_hosts is None:
+        headers.update(
+            {"x-demo-chunk-delay-ms": "0", "x-demo-completion-tokens": "3", "x-demo-chunks": "3"}
+        )
+    try:
+        status, raw = stack.http_post(target.url, job["body"].encode(), headers, timeout=60)
+    except OSError as exc:
+        return f"stream: no answer ({exc})"
+    if status != 200:
+        return f"stream: HTTP {status}: {raw[:300]!r}"
+    if b"data: [DONE]" not in raw:
+        return f"stream: no [DONE] event: {raw[-300:]!r}"
+    return None
+
+
+FALLBACK_SCENARIOS = {
+    "plain0": "bench-plain0",
+    "plain20": "bench-plain20",
+    "stream": "bench-stream",
+    "soakstream": "bench-stream",
+}
+
+
 def use_fallback_upstreams(ctx: Ctx, target: Target) -> None:
-    """LiteLLM did not pass x-demo-* on: give it upstreams configured server-wide instead."""
+    """A competitor did not pass x-demo-* on: give it upstreams configured server-wide instead
+    (LiteLLM: models of its config pointing at them; Portkey: a custom host per scenario)."""
     args = ctx.args
     ctx.note(
-        "LiteLLM did not forward x-demo-* headers; it gets demo upstreams configured "
-        "server-wide to the same values instead"
+        f"{COMPETITOR_LABEL[target.name]} did not forward x-demo-* headers; it gets demo "
+        "upstreams configured server-wide to the same values instead"
     )
-    urls = ctx.info["litellm_fallback_urls"]
+    if target.name == LITELLM:
+        urls = ctx.info["litellm_fallback_urls"]  # already in its config
+    else:
+        urls = {
+            name: f"http://127.0.0.1:{stack.free_port()}/v1"
+            for name in sorted(set(FALLBACK_SCENARIOS.values()))
+        }
+        ctx.info[f"{target.name}_fallback_urls"] = urls
     flags = {
         "bench-plain0": ["--latency-ms", "0", "--completion-tokens", "16"],
         "bench-plain20": [
@@ -830,19 +1035,20 @@ def use_fallback_upstreams(ctx: Ctx, target: Target) -> None:
             str(args.stream_chunks),
         ],
     }
+    procs: dict[str, stack.Proc] = {}
     for name, extra in flags.items():
         port = urls[name].rsplit(":", 1)[1].split("/")[0]
         argv = [stack.python(), "-m", "simulators.llm", "--host", "127.0.0.1", "--port", port]
         proc = ctx.procs.start(
-            f"upstream-{name}", [*argv, "--record-limit", "0", *extra], base_env()
+            f"upstream-{target.name}-{name}", [*argv, "--record-limit", "0", *extra], base_env()
         )
         stack.wait_ready(proc, f"http://127.0.0.1:{port}/_demo/health", 30)
-    target.fallback_models = {
-        "plain0": "bench-plain0",
-        "plain20": "bench-plain20",
-        "stream": "bench-stream",
-        "soakstream": "bench-stream",
-    }
+        procs[name] = proc
+    target.fallback_upstreams = {s: procs[n] for s, n in FALLBACK_SCENARIOS.items()}
+    if target.name == LITELLM:
+        target.fallback_models = dict(FALLBACK_SCENARIOS)
+    else:
+        target.fallback_hosts = {s: urls[n] for s, n in FALLBACK_SCENARIOS.items()}
 
 
 def ensure_alive(ctx: Ctx) -> None:
@@ -1245,8 +1451,11 @@ def phase_cpu(ctx: Ctx) -> dict[str, Any]:
         if relayed and worker_pid:
             drain(ctx, None)
         rows0 = usage_rows() if relayed else None
+        # The proxy's pid is its process itself (uvicorn, granian, litellm, node), never a
+        # shell; cpu_seconds adds its descendants (LiteLLM's worker) and all its threads.
         proxy0 = stack.cpu_seconds(t.proc.pid) if t.proc else None
-        up0 = stack.cpu_seconds(ctx.upstream.pid)
+        upstream = t.upstream_for("plain20", ctx.upstream)
+        up0 = stack.cpu_seconds(upstream.pid)
         redis0 = redis_cpu(ctx)
         cmds0 = redis_commands(ctx)
         worker0 = stack.cpu_seconds(worker_pid) if worker_pid else None
@@ -1257,7 +1466,7 @@ def phase_cpu(ctx: Ctx) -> dict[str, Any]:
         res = ctx.lg.run([job], wait_s=args.cpu_seconds + 2 * args.timeout + 60)
         wall = time.monotonic() - t0
         proxy1 = stack.cpu_seconds(t.proc.pid) if t.proc else None
-        up1 = stack.cpu_seconds(ctx.upstream.pid)
+        up1 = stack.cpu_seconds(upstream.pid)
         redis1 = redis_cpu(ctx)
         cmds1 = redis_commands(ctx)
         done = res["jobs"][0]["ok"]
@@ -1308,7 +1517,8 @@ def phase_cpu(ctx: Ctx) -> dict[str, Any]:
     say()
     say(
         stats.table(
-            "CPU per request (ms of CPU; proxy = the relay / LiteLLM process tree; worker = "
+            "CPU per request (ms of CPU; proxy = the relay / LiteLLM / Portkey (node) process "
+            "tree, all threads; proxy cores = proxy CPU / wall time; worker = "
             "the Celery worker tree, measured after the usage queue drained; redis and postgres "
             "= the whole servers, shared with anything else on the machine; redis cmds counts "
             "the commands run inside Lua scripts too)",
@@ -1503,6 +1713,9 @@ def phase_profile(ctx: Ctx) -> dict[str, Any] | None:
         if target is None or target.proc is None:
             ctx.note(f"profile: no {name} target to sample")
             continue
+        if name == PORTKEY:
+            ctx.note("profile: py-spy samples Python only; Portkey's gateway runs on node")
+            continue
         result = profile_one(ctx, target, venv / "bin" / "py-spy")
         if result is not None:
             out[name] = result
@@ -1637,10 +1850,12 @@ def _frame_package(frame: str) -> str:
 def summarize(ctx: Ctx, command: str) -> dict[str, Any]:
     r = ctx.results
     summary: dict[str, Any] = {"targets": {}}
-    relays = [t.name for t in ctx.targets if t.name in (RELAY, GRANIAN)]
+    measured = [t.name for t in ctx.targets]
+    relays = [n for n in measured if n in (RELAY, GRANIAN)]
+    competitors = [n for n in COMPETITORS if n in measured]
+    sweep_best = r.get("sweep", {}).get("best", {})
     rows = []
-    lite_best = r.get("sweep", {}).get("best", {}).get(LITELLM)
-    for name in relays + ([LITELLM] if ctx.target(LITELLM) else []):
+    for name in relays + competitors:
         s: dict[str, Any] = {}
         con1 = r.get("con1", {}).get("summary", {}).get(name)
         if con1:
@@ -1648,15 +1863,19 @@ def summarize(ctx: Ctx, command: str) -> dict[str, Any]:
             s["added_p99_us"] = con1["added_p99_us"]
             s["pass_added_p50"] = con1["added_p50_us"] <= GOAL_ADDED_P50_US
             s["pass_added_p99"] = con1["added_p99_us"] <= GOAL_ADDED_P99_US
-        best = r.get("sweep", {}).get("best", {}).get(name)
+        best = sweep_best.get(name)
         if best:
             s["best_rps"] = best["best_rps"]
             s["peak_rps"] = best["peak_rps"]
-            if lite_best and name != LITELLM:
-                if best["best_rps"] and lite_best["best_rps"]:
-                    s["rps_ratio_vs_litellm"] = best["best_rps"] / lite_best["best_rps"]
-                s["peak_rps_ratio_vs_litellm"] = best["peak_rps"] / lite_best["peak_rps"]
-                ratio = s.get("rps_ratio_vs_litellm", s["peak_rps_ratio_vs_litellm"])
+            for other in competitors:
+                theirs = sweep_best.get(other)
+                if other == name or not theirs:
+                    continue
+                if best["best_rps"] and theirs["best_rps"]:
+                    s[f"rps_ratio_vs_{other}"] = best["best_rps"] / theirs["best_rps"]
+                s[f"peak_rps_ratio_vs_{other}"] = best["peak_rps"] / theirs["peak_rps"]
+            if name in relays and f"peak_rps_ratio_vs_{LITELLM}" in s:
+                ratio = s.get(f"rps_ratio_vs_{LITELLM}", s[f"peak_rps_ratio_vs_{LITELLM}"])
                 s["pass_rps_ratio"] = ratio >= GOAL_RPS_RATIO
         stream = r.get("stream", {}).get("summary", {}).get(name)
         if stream and stream["added_ttfb_p99_us"] is not None:
@@ -1670,23 +1889,32 @@ def summarize(ctx: Ctx, command: str) -> dict[str, Any]:
             s["rss_slope_mib_per_min"] = r["soak"]["slope_mib_per_min"]
             if r["soak"]["slope_mib_per_min"] is not None:
                 s["pass_rss"] = r["soak"]["slope_mib_per_min"] < GOAL_RSS_SLOPE_MIB_MIN
+        s["processes"] = PROCESS_SHAPE.get(name)
         summary["targets"][name] = s
 
         def goal(key: str, s: dict[str, Any] = s) -> str:
             return stats.label(s.get(key)) if key in s else "n/a"
 
-        ratio_text = "-"
-        if "rps_ratio_vs_litellm" in s:
-            ratio_text = f"{s['rps_ratio_vs_litellm']:.1f}x"
-        elif "peak_rps_ratio_vs_litellm" in s:
-            ratio_text = f"{s['peak_rps_ratio_vs_litellm']:.1f}x (peak)"
+        def ratio_text(other: str, s: dict[str, Any] = s, name: str = name) -> str:
+            if other == name:
+                return "-"
+            if f"rps_ratio_vs_{other}" in s:
+                text = f"{s[f'rps_ratio_vs_{other}']:.1f}x"
+            elif f"peak_rps_ratio_vs_{other}" in s:
+                text = f"{s[f'peak_rps_ratio_vs_{other}']:.1f}x (peak)"
+            else:
+                return "-"
+            if other == LITELLM and name in relays:  # the 10x target: the relay's, vs LiteLLM
+                text += f" {goal('pass_rps_ratio')}"
+            return text
+
         rows.append(
             [
                 name,
                 f"{stats.signed_ms(s.get('added_p50_us'), 3)} {goal('pass_added_p50')}",
                 f"{stats.signed_ms(s.get('added_p99_us'), 3)} {goal('pass_added_p99')}",
                 stats.num(s.get("best_rps")),
-                f"{ratio_text} {goal('pass_rps_ratio')}" if name != LITELLM else "-",
+                *[ratio_text(other) for other in competitors],
                 f"{stats.signed_ms(s.get('added_ttfb_p99_us'))} {goal('pass_stream_ttfb')}",
                 stats.num(s.get("cpu_ms_per_request"), 3),
                 f"{stats.num(s.get('rss_slope_mib_per_min'), 3)} {goal('pass_rss')}"
@@ -1704,7 +1932,7 @@ def summarize(ctx: Ctx, command: str) -> dict[str, Any]:
                 "added p50 (ms)",
                 "added p99 (ms)",
                 "best RPS",
-                "RPS vs LiteLLM",
+                *[f"RPS vs {COMPETITOR_SHORT[other]}" for other in competitors],
                 "added TTFB p99",
                 "CPU ms/req",
                 "RSS MiB/min",
@@ -1712,8 +1940,14 @@ def summarize(ctx: Ctx, command: str) -> dict[str, Any]:
             rows,
         )
     )
-    if LITELLM not in [t.name for t in ctx.targets]:
-        say("LiteLLM was not measured (see the notes); direct vs relay only.")
+    shapes = [f"{n}: {PROCESS_SHAPE[n]}" for n in relays + competitors if n in PROCESS_SHAPE]
+    if shapes:
+        say("processes: " + "; ".join(shapes))
+    for other in COMPETITORS:
+        if other in ctx.dropped:
+            say(f"{COMPETITOR_LABEL[other]} was not measured (see the notes).")
+        elif other not in measured:
+            say(f"{COMPETITOR_LABEL[other]} was not asked for (--targets, --no-{other}).")
     for note in ctx.notes:
         say(f"note: {note}")
     say(f"command: {command}")

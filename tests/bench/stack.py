@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -352,3 +354,69 @@ def ensure_target_dir(
         return False, f"pip install {package} failed (exit {done.returncode}); see {log}"
     stamp.write_text(package)
     return True, "installed"
+
+
+def ensure_npm_dir(
+    folder: Path,
+    spec: str,
+    overrides: dict[str, str],
+    log: Path,
+    say: Callable[[str], None],
+    timeout: float,
+) -> tuple[bool, str]:
+    """``npm install --no-audit --no-fund <spec>`` into ``folder`` once (stamp file), with
+    ``overrides`` (transitive dependency pins) written to its package.json first. Uses the
+    machine's npm and its registry; nothing outside ``folder`` is touched."""
+    npm = shutil.which("npm")
+    if npm is None:
+        return False, "npm is not installed on this machine"
+    stamp = folder / ".bench-installed"
+    wanted = json.dumps({"spec": spec, "overrides": overrides}, sort_keys=True)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return True, "already installed"
+    say(f"installing {spec} into {folder.relative_to(ROOT)} with npm (first use; see {log})")
+    folder.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for stale in ("node_modules", "package-lock.json"):
+        path = folder / stale
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    manifest = {
+        "name": "tokenpapa-bench-" + folder.name,
+        "private": True,
+        "description": "Throwaway install made by tests/bench/run.py",
+        "overrides": overrides,
+    }
+    (folder / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    env = dict(os.environ)
+    env.update({"npm_config_update_notifier": "false", "npm_config_fund": "false"})
+    with open(log, "ab") as fh:
+        try:
+            done = subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund", "--save-exact", spec],
+                cwd=folder,
+                stdout=fh,
+                stderr=fh,
+                env=env,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return False, f"npm install timed out after {timeout:.0f}s"
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-5:])
+        return False, f"npm install failed (exit {done.returncode}):\n{tail}"
+    stamp.write_text(wanted)
+    return True, "installed"
+
+
+def npm_package_version(folder: Path, package: str) -> str | None:
+    """The version of ``package`` installed under ``folder/node_modules`` (None if absent)."""
+    try:
+        manifest = json.loads((folder / "node_modules" / package / "package.json").read_text())
+    except (OSError, ValueError):
+        return None
+    version = manifest.get("version")
+    return str(version) if version else None
