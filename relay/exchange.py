@@ -14,6 +14,7 @@ import orjson
 from .adapters import anthropic
 from .adapters import openai as openai_adapter
 from .errors import RelayError
+from .sse import SSEParser
 from .usage import Usage
 
 
@@ -30,26 +31,23 @@ class StreamTranslator(Protocol):
 
 
 class OpenAIPassthrough:
-    """An OpenAI-compatible stream passed through event by event. The upstream is always asked
-    for usage; the usage-only chunk is dropped when the client did not ask for it."""
+    """An OpenAI-compatible stream passed through event by event (framed by
+    :class:`~relay.sse.SSEParser`, so with ``\\n`` line ends). The upstream is always asked for
+    usage; the usage-only chunk is dropped when the client did not ask for it."""
 
-    __slots__ = ("buffer", "chunks", "finished", "usage", "wants_usage")
+    __slots__ = ("chunks", "finished", "parser", "usage", "wants_usage")
 
     def __init__(self, wants_usage: bool) -> None:
         self.wants_usage = wants_usage
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
-        self.buffer = b""
+        self.parser = SSEParser()
 
     def feed(self, data: bytes) -> bytes:
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        buffer = self.buffer + data
-        if b"\n\n" not in buffer:
-            self.buffer = buffer
+        events = self.parser.blocks(data)
+        if not events:
             return b""
-        *events, self.buffer = buffer.split(b"\n\n")
         out = []
         for event in events:
             if not event:
@@ -76,7 +74,7 @@ class OpenAIPassthrough:
         return b"\n\n".join(out)
 
     def close(self) -> bytes:
-        rest, self.buffer = self.buffer, b""
+        rest = self.parser.rest()
         return rest if rest.strip() else b""
 
 
@@ -144,7 +142,7 @@ class AnthropicEventsToOpenAI:
     """An Anthropic upstream's event stream, re-framed as OpenAI chunks for the client."""
 
     def __init__(self, model: str, include_usage: bool) -> None:
-        self.parser = anthropic.SSEParser()
+        self.parser = SSEParser()
         self.stream = anthropic.AnthropicStreamToOpenAI(model, include_usage)
         self.usage: Usage | None = None
         self.finished = False
@@ -202,7 +200,7 @@ class OpenAIChunksToAnthropic:
     """An OpenAI-compatible upstream's chunks, re-framed as Anthropic events for the client."""
 
     def __init__(self, model: str, message_id: str) -> None:
-        self.parser = anthropic.SSEParser()
+        self.parser = SSEParser()
         self.stream = anthropic.OpenAIStreamToAnthropic(model, message_id)
         self.usage: Usage | None = None
         self.finished = False
@@ -264,7 +262,7 @@ class AnthropicPassthrough:
     """An Anthropic stream passed through unchanged while its usage is read."""
 
     def __init__(self) -> None:
-        self.parser = anthropic.SSEParser()
+        self.parser = SSEParser()
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0

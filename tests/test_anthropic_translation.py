@@ -25,7 +25,6 @@ from relay.adapters.anthropic import (
     AnthropicError,
     AnthropicStreamToOpenAI,
     OpenAIStreamToAnthropic,
-    SSEParser,
     anthropic_passthrough_usage,
     anthropic_request_to_openai,
     anthropic_response_to_openai,
@@ -36,6 +35,7 @@ from relay.adapters.anthropic import (
     validate_anthropic_request,
 )
 from relay.errors import RelayError
+from relay.sse import SSEParser
 from relay.usage import Usage
 from simulators.llm import RunningServer, start_in_thread
 

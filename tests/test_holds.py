@@ -30,9 +30,10 @@ from keys.models import ApiKey
 from keys.services import issue_key
 from keys.sync import push
 from relay import media
-from relay.app import Relay, Request
+from relay.app import Relay
 from relay.errors import RelayError
 from relay.prices import NanoPrice
+from relay.request import Request
 
 from .conftest import wait_until
 

@@ -1,0 +1,238 @@
+"""One relayed request: what it has learnt so far (:class:`Request`), and the relay's side
+that faces its client (:class:`ClientSide`): the key, the body within the relay's budget, the
+JSON, the answer, and noticing when the client hangs up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import orjson
+
+from keys import format as keyformat
+
+from . import media, prices
+from .adapters import anthropic
+from .config import Config
+from .errors import RelayError, bad_request, unauthorized
+from .exchange import StreamTranslator
+from .views import Views
+
+Scope = dict[str, Any]
+Headers = list[tuple[bytes, bytes]]
+JSON = b"application/json"
+
+
+class ClientGone(Exception):
+    """The client hung up while its body was being read."""
+
+
+class Request:
+    """What one relayed request has learnt so far; enough to bill it however it ends."""
+
+    __slots__ = (
+        "account",
+        "api",
+        "body",
+        "body_pending",
+        "body_reserved",
+        "cap_key",
+        "chunks",
+        "client_net",
+        "disconnected",
+        "done",
+        "held",
+        "hold_nanos",
+        "id",
+        "key",
+        "media",
+        "model",
+        "price",
+        "prompt_estimate",
+        "rate_headers",
+        "responded",
+        "route",
+        "started",
+        "stream",
+        "tokens_counted",
+        "tpm_key",
+        "translator",
+        "ttfb",
+    )
+
+    def __init__(self) -> None:
+        self.id = "req_" + os.urandom(12).hex()  # what secrets.token_hex(12) does, inlined
+        self.api = ""
+        self.started = time.time()
+        self.ttfb: float | None = None
+        self.held = False
+        self.hold_nanos = 0  # the most this request may be charged
+        self.media = media.NONE
+        self.done = False
+        self.body_pending = False  # the client's body is (perhaps) not read to its end
+        self.body_reserved = 0  # bytes of the relay's body budget this request holds
+        self.responded = False
+        self.disconnected = False
+        self.stream = False
+        self.chunks = 0
+        self.prompt_estimate = 0
+        self.tokens_counted = 0
+        self.account: int = 0
+        self.key: dict[str, Any] = {}
+        self.model: dict[str, Any] = {}
+        self.route: dict[str, Any] = {}
+        self.price: prices.NanoPrice | None = None
+        self.body: dict[str, Any] = {}
+        self.cap_key = ""
+        self.client_net = ""
+        self.tpm_key = ""
+        self.rate_headers: list[tuple[bytes, bytes]] = []
+        self.translator: StreamTranslator | None = None
+
+
+def _positive_int(body: dict[str, Any], name: str, *, minimum: int = 1) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise bad_request(f"'{name}' must be an integer >= {minimum}.", param=name)
+    return value
+
+
+class ClientSide:
+    """Reading the client's request and answering it (a part of :class:`relay.app.Relay`)."""
+
+    config: Config
+    views: Views
+    body_bytes: int  # request bodies in flight, against config.body_budget_bytes
+
+    async def read_body(self, scope: Scope, receive: Any, req: Request) -> bytes:
+        """The body, read only after the key was checked. A declared length above the limit is
+        refused before a byte is read; the bytes read are counted against the relay's body
+        budget until the request ends, so many large bodies at once are refused (503) rather
+        than held in memory."""
+        limit = self.config.max_body_bytes
+        declared = 0
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise bad_request("Invalid Content-Length.") from None
+                if declared > limit:
+                    raise RelayError(413, f"Request body exceeds {limit} bytes.", code="too_large")
+        self._reserve_body(req, declared)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RelayError(413, f"Request body exceeds {limit} bytes.", code="too_large")
+            if size > req.body_reserved:  # no length was declared (chunked), or a wrong one
+                self._reserve_body(req, size)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                req.body_pending = False
+                return b"".join(chunks)
+
+    def _reserve_body(self, req: Request, size: int) -> None:
+        more = size - req.body_reserved
+        if more <= 0:
+            return
+        if self.body_bytes + more > self.config.body_budget_bytes and self.body_bytes > 0:
+            raise RelayError(
+                503,
+                "The relay is receiving too many large requests at once; retry shortly.",
+                type="server_error",
+                code="service_unavailable",
+                headers=[(b"retry-after", b"1")],
+            )
+        self.body_bytes += more
+        req.body_reserved = size
+
+    async def authenticate(self, scope: Scope) -> dict[str, Any]:
+        """The key from ``Authorization: Bearer`` (OpenAI SDKs) or ``x-api-key`` (Anthropic's)."""
+        secret = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer":
+                    secret = token.strip()
+                    break
+            elif name == b"x-api-key":
+                secret = value.decode("latin-1").strip()
+        if not secret:
+            raise unauthorized("Missing API key: send it as 'Authorization: Bearer tp-sk-...'.")
+        if not keyformat.is_well_formed(secret):
+            raise unauthorized("Invalid API key format.")
+        record = await self.views.key(secret)
+        if record is None:
+            raise unauthorized("Invalid or revoked API key.")
+        return record
+
+    def parse(self, raw: bytes, api: str) -> dict[str, Any]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise bad_request("The request body is not valid JSON (UTF-8).") from None
+        if not isinstance(body, dict):
+            raise bad_request("The request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise bad_request("'model' is required and must be a string.", param="model")
+        if api == "messages":
+            anthropic.validate_anthropic_request(body)
+        elif api == "chat":
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages:
+                raise bad_request("'messages' must be a non-empty array.", param="messages")
+            if not all(isinstance(m, dict) for m in messages):
+                raise bad_request("Each message must be an object.", param="messages")
+            stream = body.get("stream", False)
+            if stream is not None and not isinstance(stream, bool):
+                raise bad_request("'stream' must be a boolean.", param="stream")
+            options = body.get("stream_options")
+            if options is not None and not isinstance(options, dict):
+                raise bad_request("'stream_options' must be an object.", param="stream_options")
+            _positive_int(body, "max_tokens")
+            _positive_int(body, "max_completion_tokens")
+            _positive_int(body, "n")
+        else:
+            value = body.get("input")
+            if not isinstance(value, str | list) or not value:
+                raise bad_request("'input' must be a non-empty string or array.", param="input")
+        return body
+
+    async def respond(
+        self, send: Any, req: Request, status: int, body: bytes, extra: Headers | None = None
+    ) -> None:
+        headers: Headers = [
+            (b"content-type", JSON),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", req.id.encode()),
+            *req.rate_headers,
+        ]
+        if extra:
+            headers.extend(extra)
+        if req.body_pending:
+            # Answered before the body was read (a bad key, a body too large): the rest of it
+            # is not waited for, and the connection cannot carry another request.
+            headers.append((b"connection", b"close"))
+        req.responded = req.done = True
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _watch(self, receive: Any, req: Request, task: asyncio.Task[Any]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if not req.done:
+                    req.disconnected = True
+                    task.cancel()
+                return

@@ -1,0 +1,264 @@
+"""Forwarding one request upstream: the model's routes in order, one attempt per route until
+something reaches the client (failover), the answer whole or streamed, and its end: the hold
+settled at the actual cost and the usage event queued."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from typing import Any
+
+import aiohttp
+
+from . import prices
+from .adapters import openai as openai_adapter
+from .errors import RelayError, scrub
+from .exchange import Exchange, make_exchange
+from .holds import Holds
+from .reporter import Reporter
+from .request import ClientSide, Request, Scope
+from .usage import Usage
+
+log = logging.getLogger("relay")
+
+
+class Retryable(Exception):
+    """An upstream failure before the first byte: the next route may be tried."""
+
+    def __init__(self, error: RelayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def ordered_routes(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lowest priority number first; within one priority, a weighted random order."""
+    if len(routes) == 1:
+        return routes
+    ordered: list[dict[str, Any]] = []
+    for priority in sorted({r.get("priority", 0) for r in routes}):
+        group = [r for r in routes if r.get("priority", 0) == priority]
+        while group:
+            weights = [max(1, int(r.get("weight", 1))) for r in group]
+            pick = random.choices(range(len(group)), weights=weights)[0]
+            ordered.append(group.pop(pick))
+    return ordered
+
+
+class Upstream(ClientSide, Holds):
+    """The upstream side of a request (a part of :class:`relay.app.Relay`)."""
+
+    http: aiohttp.ClientSession
+    reporter: Reporter
+
+    async def forward(self, scope: Scope, send: Any, req: Request, api: str) -> None:
+        """Try the model's routes in order; move on only while nothing reached the client."""
+        error: RelayError | None = None
+        for route in ordered_routes(req.model["routes"]):
+            req.route = route
+            exchange = make_exchange(
+                api,
+                req.body,
+                route,
+                stream=req.stream,
+                max_output=int(req.model.get("max_output_tokens") or 8192),
+                request_id=req.id,
+            )
+            if route.get("demo"):
+                for name, value in scope["headers"]:
+                    if name.startswith(b"x-demo-"):
+                        exchange.headers[name.decode("latin-1")] = value.decode("latin-1")
+            try:
+                await self.attempt(send, req, exchange)
+                return
+            except Retryable as exc:
+                error = exc.error
+                log.info("route %s failed for %s: %s", route["provider"], req.id, error.message)
+        assert error is not None
+        raise error
+
+    async def attempt(self, send: Any, req: Request, exchange: Exchange) -> None:
+        config = self.config
+        try:
+            async with asyncio.timeout(config.first_byte_timeout) as deadline:
+                async with self.http.post(
+                    exchange.url, data=exchange.body, headers=exchange.headers
+                ) as resp:
+                    if resp.status != 200:
+                        raw = await resp.read()
+                        error = self.upstream_error(
+                            resp.status, raw, resp.headers.get("Retry-After")
+                        )
+                        if resp.status == 429 or resp.status >= 500:
+                            raise Retryable(error)
+                        raise error
+                    if req.stream:
+                        await self.stream(send, req, resp, exchange, deadline)
+                        return
+                    req.ttfb = time.time()
+                    deadline.reschedule(asyncio.get_running_loop().time() + config.chunk_timeout)
+                    raw = await resp.read()
+                    body, usage = exchange.response(raw)
+                    deadline.reschedule(None)
+                    # The answer does not wait for Redis's reply to the settle. The settle is
+                    # sent in the loop's next step, before this relay can read the client's next
+                    # request, and the lean script client keeps one connection's commands in
+                    # order: that request is held after this one is settled (at worst, with
+                    # redis-py's pool, it sees the larger hold: a 402, never an overspend).
+                    # The usage event still leaves only once the settle has succeeded.
+                    settled = asyncio.ensure_future(self.finish(req, usage))
+                    try:
+                        await self.respond(send, req, 200, body)
+                    finally:
+                        await settled
+        except TimeoutError:
+            if req.responded:
+                await self._cut(send, req)
+                return
+            raise Retryable(
+                RelayError(504, "The upstream timed out.", type="upstream_error")
+            ) from None
+        except aiohttp.ClientError as exc:
+            if req.responded:
+                await self._cut(send, req)
+                return
+            raise Retryable(
+                RelayError(
+                    502,
+                    f"The upstream could not be reached ({type(exc).__name__}).",
+                    type="upstream_error",
+                )
+            ) from None
+
+    async def _cut(self, send: Any, req: Request) -> None:
+        """The upstream failed after the stream began: bill what reached the client, end it.
+        (After its last event it is only late to end the body: the answer was complete.)"""
+        complete = req.translator is not None and req.translator.finished
+        await self.finish(req, None, status="ok" if complete else "upstream_cut", http_status=200)
+        req.done = True
+        await send({"type": "http.response.body", "body": b""})
+
+    def upstream_error(self, status: int, raw: bytes, retry_after: str | None) -> RelayError:
+        message = scrub(openai_adapter.error_message(raw)) or "no details"
+        if status in (400, 422):
+            return RelayError(400, f"The upstream rejected the request: {message}")
+        if status == 413:
+            return RelayError(413, f"The upstream rejected the request size: {message}")
+        if status == 429:
+            headers = [(b"retry-after", retry_after.encode())] if retry_after else []
+            return RelayError(
+                429,
+                f"The upstream is rate limiting: {message}",
+                type="rate_limit_error",
+                code="upstream_rate_limited",
+                headers=headers,
+            )
+        return RelayError(502, f"The upstream answered {status}: {message}", type="upstream_error")
+
+    async def stream(
+        self,
+        send: Any,
+        req: Request,
+        resp: aiohttp.ClientResponse,
+        exchange: Exchange,
+        deadline: asyncio.Timeout,
+    ) -> None:
+        """Headers go to the client only with the upstream's first bytes, so a route that
+        fails before that can still be replaced by the next one."""
+        loop = asyncio.get_running_loop()
+        translator = req.translator = exchange.translator()
+        content = resp.content
+        first = await content.readany()
+        if not first:
+            raise Retryable(
+                RelayError(502, "The upstream closed the stream at once.", type="upstream_error")
+            )
+        req.ttfb = time.time()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-cache"),
+                    (b"x-accel-buffering", b"no"),
+                    (b"x-request-id", req.id.encode()),
+                    *req.rate_headers,
+                ],
+            }
+        )
+        req.responded = True
+        chunk_timeout = self.config.chunk_timeout
+        data = first
+        while data:
+            out = translator.feed(data)
+            req.chunks = translator.chunks
+            if translator.finished:
+                # The answer is complete: a client that hangs up from here on (SDKs do, as
+                # soon as they read [DONE]) no longer cancels it. Reading on to the end of the
+                # body keeps the upstream connection reusable.
+                req.done = True
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+            deadline.reschedule(loop.time() + chunk_timeout)
+            data = await content.readany()
+        deadline.reschedule(None)
+        rest = translator.close()
+        if rest:
+            await send({"type": "http.response.body", "body": rest, "more_body": True})
+        usage = translator.usage
+        status = "ok" if translator.finished or usage else "upstream_cut"
+        await self.finish(req, usage, status=status)
+        req.done = True
+        await send({"type": "http.response.body", "body": b""})
+
+    async def finish(
+        self, req: Request, usage: Usage | None, *, status: str = "ok", http_status: int = 200
+    ) -> None:
+        """Settle the hold at the actual cost and queue the usage event. Without usage from the
+        upstream, output that reached the client is billed as an estimate, never as zero."""
+        if usage is None and req.translator is not None:
+            usage = req.translator.usage  # a stream that ended early may have sent it already
+        if usage is None:
+            completion = req.chunks
+            if completion == 0 and status != "ok":
+                await self.release(req)
+                return
+            usage = Usage(
+                prompt_tokens=math.ceil(req.prompt_estimate / 4),
+                completion_tokens=completion,
+                estimated=True,
+            )
+        assert req.price is not None
+        nanos = self.charge(req, usage)
+        await self.settle(req, nanos, usage)
+        req.held = False
+        now = time.time()
+        self.reporter.add(
+            {
+                "request_id": req.id,
+                "account": req.account,
+                "key": req.key["id"],
+                "model": req.model["id"],
+                "provider": req.route["provider"],
+                "upstream_model": req.route["upstream_model"],
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "images": req.media.images,
+                "audio_ms": req.media.audio_ms,
+                "cost": str(prices.amount(nanos)),
+                "hold": str(prices.amount(req.hold_nanos)),
+                "price_version": req.price.price.version,
+                "estimated": usage.estimated,
+                "status": status,
+                "http_status": http_status,
+                "streamed": req.stream,
+                "started_at": req.started,
+                "duration_ms": int((now - req.started) * 1000),
+                "ttfb_ms": int((req.ttfb - req.started) * 1000) if req.ttfb else None,
+                "client_net": req.client_net,
+            }
+        )
