@@ -15,7 +15,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.core.mail import mail_admins, send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -23,7 +23,7 @@ from . import ledger
 from .accounts import profile_of
 from .models import Account, LedgerEntry, Payment, PaymentAdjustment
 from .providers import get_provider
-from .providers.base import CENT, ProviderError
+from .providers.base import CENT, DuplicateReference, Malformed, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +86,53 @@ def start_topup(
             cancel_url=cancel_url(payment),
             email=account.user.email,
         )
+        _record_checkout(payment)
+    except DuplicateReference as exc:
+        log.warning("starting payment %s at %s: %s", payment.uuid, provider_id, exc)
+        mark(payment, Status.FAILED, _("The payment provider answered with another payment's id."))
+        raise TopupError(
+            _(
+                "The payment provider answered with the reference of another payment, so this "
+                "top-up was stopped. Nothing was charged; try again in a moment."
+            )
+        ) from exc
     except ProviderError as exc:
         log.warning("starting payment %s at %s failed: %s", payment.uuid, provider_id, exc)
         mark(payment, Status.FAILED, _("The payment provider could not be reached."))
         raise TopupError(
             _("The payment provider could not be reached. Nothing was charged; try again.")
         ) from exc
-    Payment.objects.filter(pk=payment.pk).update(
-        checkout_id=payment.checkout_id,
-        checkout_url=payment.checkout_url,
-        provider_payment_id=payment.provider_payment_id,
-    )
     return payment
+
+
+def _record_checkout(payment: Payment) -> None:
+    """Store where the provider sends the customer and its id for the payment. An id that
+    another payment holds (unique per provider) is refused rather than crashing on the
+    constraint: a stand-in that restarted, or a replayed answer, must not tie two payments to
+    one provider object."""
+    url = payment.checkout_url
+    if not (isinstance(url, str) and len(url) <= 2000 and url.startswith(("https://", "http://"))):
+        raise Malformed(f"{payment.provider}: a checkout URL that is not one")
+    if _held_by_another(payment, checkout_id=payment.checkout_id):
+        raise DuplicateReference(f"{payment.provider}: {payment.checkout_id} is another payment's")
+    try:
+        with transaction.atomic():
+            Payment.objects.filter(pk=payment.pk).update(
+                checkout_id=payment.checkout_id,
+                checkout_url=url,
+                provider_payment_id=payment.provider_payment_id,
+            )
+    except IntegrityError:  # the same id stored by another request at the same moment
+        raise DuplicateReference(
+            f"{payment.provider}: {payment.checkout_id} is another payment's"
+        ) from None
+
+
+def _held_by_another(payment: Payment, **ids: str) -> bool:
+    ids = {name: value for name, value in ids.items() if value}
+    return bool(ids) and (
+        Payment.objects.filter(provider=payment.provider, **ids).exclude(pk=payment.pk).exists()
+    )
 
 
 def find(
@@ -109,6 +144,11 @@ def find(
 ) -> Payment | None:
     """Our payment for a provider's object, by whichever of its ids the object carries."""
     payments = Payment.objects.filter(provider=provider_id)
+    # Ids come from the provider's objects: anything but a string names nothing of ours.
+    uuid = uuid if isinstance(uuid, str | UUID) else None
+    checkout_id = checkout_id if isinstance(checkout_id, str) else None
+    if not isinstance(provider_payment_id, str):
+        provider_payment_id = None
     if provider_payment_id:
         found = payments.filter(provider_payment_id=provider_payment_id).first()
         if found:
@@ -152,6 +192,10 @@ def confirm(
     if p.status == Status.NEEDS_REVIEW:
         # An operator looks at it; money must not arrive on the balance behind their back.
         return p
+    if _held_by_another(p, provider_payment_id=provider_payment_id):
+        # The provider names an object that already credited another payment: crediting
+        # again would count one payment twice; an operator looks at both.
+        return _flag_locked(p, f"provider payment {provider_payment_id} belongs to another payment")
     if currency.upper() != p.currency:
         return _flag_locked(p, f"paid in {currency.upper()}, expected {p.currency}")
     if amount_received < p.total:
@@ -205,6 +249,33 @@ def mark(payment: Payment | int, status: str, detail: Any = "") -> Payment:
         p.status_detail = str(detail)[:300]
         p.save(update_fields=["status", "status_detail", "updated_at"])
     return p
+
+
+@transaction.atomic
+def attach(payment: Payment | int, *, provider_payment_id: str) -> Payment:
+    """Record the provider's id for a payment not yet credited (an off-session charge's
+    PaymentIntent), so the periodic check can ask about it. An id that another payment holds
+    is not taken: the payment is flagged for an operator instead."""
+    p = _locked(payment)
+    if p.status in {Status.CONFIRMED, Status.NEEDS_REVIEW}:
+        return p
+    if _held_by_another(p, provider_payment_id=provider_payment_id):
+        return _flag_locked(p, f"provider payment {provider_payment_id} belongs to another payment")
+    p.provider_payment_id = provider_payment_id
+    p.save(update_fields=["provider_payment_id", "updated_at"])
+    return p
+
+
+def cancel(payment: Payment) -> Payment:
+    """The customer gave up on a payment they have not paid: the provider's cancel hook
+    records it (through :func:`mark`, which moves only a payment still ``created``), or asks
+    the provider where it stands when a payment cannot be withdrawn (a crypto invoice). A
+    payment made after all is still credited when the provider confirms it. No row lock is
+    held here: the hook may call the provider."""
+    if payment.status == Status.CREATED:
+        get_provider(payment.provider).cancel(payment)
+    payment.refresh_from_db()
+    return payment
 
 
 @transaction.atomic

@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import ledger, payments, receipts, vouchers
 from .accounts import SIGNUP_REFERENCE, profile_of
@@ -195,7 +195,10 @@ def topup_start(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def payment_return(request: HttpRequest, uuid: Any) -> HttpResponse:
-    """Back from the provider. Whatever the query string says, we ask the provider."""
+    """Back from the provider. Whatever the query string says, we ask the provider. A GET,
+    because providers redirect so; it only applies what the provider itself says about this
+    payment of the signed-in user's, which a link elsewhere cannot change (cancelling is a
+    POST, see ``payment_cancel``)."""
     payment = _payment(request, uuid)
     try:
         get_provider(payment.provider).on_return(payment, dict(request.GET.items()))
@@ -208,15 +211,41 @@ def payment_return(request: HttpRequest, uuid: Any) -> HttpResponse:
 
 
 @login_required
-@require_GET
+@require_http_methods(["GET", "POST"])
 def payment_cancel(request: HttpRequest, uuid: Any) -> HttpResponse:
+    """Where the provider sends a customer who gave up. Providers arrive by GET, and so could
+    a link on any other site: the GET only shows where the payment stands and offers the
+    cancellation as a form; the POST (CSRF-checked) cancels."""
     payment = _payment(request, uuid)
-    try:
-        get_provider(payment.provider).cancel(payment)
-    except ProviderError as exc:
-        log.warning("cancel at %s for %s: %s", payment.provider, payment.uuid, exc)
-    messages.info(request, _("The top-up was canceled. Nothing was charged."))
-    return redirect("billing")
+    if request.method == "POST":
+        try:
+            payment = payments.cancel(payment)
+        except ProviderError as exc:
+            log.warning("cancel at %s for %s: %s", payment.provider, payment.uuid, exc)
+            messages.warning(
+                request, _("We could not reach the payment provider; try again in a moment.")
+            )
+            return redirect("billing_payment_cancel", uuid=payment.uuid)
+        if payment.status == Payment.Status.CANCELED:
+            messages.info(request, _("The top-up was canceled. Nothing was charged."))
+            return redirect("billing")
+        messages.info(
+            request,
+            _(
+                "This top-up is still open at the payment provider, so it was not canceled; "
+                "anything paid to it is credited."
+            ),
+        )
+        return redirect("billing_payment", uuid=payment.uuid)
+    return render(
+        request,
+        "billing/payment_cancel.html",
+        {
+            "nav": "billing",
+            "payment": payment,
+            "can_cancel": payment.status == Payment.Status.CREATED,
+        },
+    )
 
 
 @login_required

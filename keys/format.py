@@ -44,7 +44,8 @@ def generate(prefix: str = PREFIX) -> str:
 
 def is_well_formed(key: str, prefix: str = PREFIX) -> bool:
     """Shape and checksum only: cheap enough to run before any lookup."""
-    if len(key) != KEY_LEN or not key.startswith(prefix):
+    # compare_digest below raises on non-ASCII text: such a key is simply not one of ours.
+    if len(key) != KEY_LEN or not key.isascii() or not key.startswith(prefix):
         return False
     body = key[len(prefix) : len(prefix) + RANDOM_LEN]
     tail = key[len(prefix) + RANDOM_LEN :]

@@ -34,18 +34,28 @@ from .services import digest, revoke_key
 log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 1000
+MAX_HEADER_CHARS = 2048
+
+
+def _header(request: HttpRequest, name: str) -> str:
+    """A signature header as printable ASCII, or "" (no signature). WSGI hands other bytes
+    over as latin-1 characters, and ``compare_digest`` raises on non-ASCII text."""
+    value = request.headers.get(name, "")
+    if len(value) > MAX_HEADER_CHARS or not (value.isascii() and value.isprintable()):
+        return ""
+    return value.strip()
 
 
 def _verified(request: HttpRequest) -> bool:
     body = request.body
     secret: str = settings.TP_SECRET_SCANNING_HMAC_SECRET
-    signature = request.headers.get("X-Signature", "")
+    signature = _header(request, "X-Signature")
     if secret and signature.startswith("sha256="):
         expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, signature.removeprefix("sha256="))
     keys: dict[str, str] = settings.TP_SECRET_SCANNING_PUBLIC_KEYS
-    key_id = request.headers.get("Github-Public-Key-Identifier", "")
-    github_signature = request.headers.get("Github-Public-Key-Signature", "")
+    key_id = _header(request, "Github-Public-Key-Identifier")
+    github_signature = _header(request, "Github-Public-Key-Signature")
     if key_id in keys and github_signature:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes, serialization
@@ -55,8 +65,9 @@ def _verified(request: HttpRequest) -> bool:
             public_key = serialization.load_pem_public_key(keys[key_id].encode())
             if not isinstance(public_key, ec.EllipticCurvePublicKey):
                 return False
-            public_key.verify(base64.b64decode(github_signature), body, ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, ValueError):
+            signature_bytes = base64.b64decode(github_signature, validate=True)
+            public_key.verify(signature_bytes, body, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):  # binascii.Error is a ValueError
             return False
         return True
     return False
@@ -83,7 +94,7 @@ def report(request: HttpRequest) -> HttpResponse:
         return JsonResponse({"error": "invalid signature"}, status=401)
     try:
         candidates = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # a UnicodeDecodeError is a ValueError
         return JsonResponse({"error": "invalid JSON"}, status=400)
     if not isinstance(candidates, list) or len(candidates) > MAX_CANDIDATES:
         return JsonResponse({"error": f"expected an array of at most {MAX_CANDIDATES}"}, status=400)

@@ -104,5 +104,21 @@ def btcpay_sign(body: bytes, secret: str = BTCPAY_SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def paypal_headers(sim: RunningSimulator, body: str) -> dict[str, str]:
+    """Transmission headers the PayPal simulator's verification call accepts for ``body``."""
+    tid = f"test-{time.time_ns()}"
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    config = sim.simulator.config
+    return {
+        "PAYPAL-TRANSMISSION-ID": tid,
+        "PAYPAL-TRANSMISSION-TIME": when,
+        "PAYPAL-TRANSMISSION-SIG": sim.simulator.paypal_signature(
+            tid, when, config.paypal_webhook_id, body
+        ),
+        "PAYPAL-CERT-URL": f"{config.public_base}/paypal/v1/notifications/certs/SIM",
+        "PAYPAL-AUTH-ALGO": "SHA256withRSA",
+    }
+
+
 def usd(value: str) -> Decimal:
     return Decimal(value)

@@ -10,10 +10,12 @@ each change once.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import re
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 import requests
@@ -27,8 +29,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CENT = Decimal("0.01")
+#: Larger than any payment, small enough for the ledger's columns (20 digits, 9 decimals).
+MAX_CENTS = 10**12
+#: The longest provider id the payment and event columns hold.
+MAX_ID_LENGTH = 200
+#: Provider events nest a handful of levels; far more is an attack on the stack.
+MAX_JSON_DEPTH = 64
+#: A decimal figure that fits the ledger's columns (BTCPay may send more than two decimals).
+_AMOUNT = re.compile(r"-?[0-9]{1,10}(\.[0-9]{1,9})?")
 
 Handler = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
 
 
 class ProviderError(Exception):
@@ -39,6 +50,25 @@ class ProviderError(Exception):
         super().__init__(message)
         self.retry = retry
         self.code = code
+
+
+class Malformed(ProviderError):
+    """A provider's object (a verified event, or an answer of its API) lacks a field we need
+    or has one of the wrong type. Asking again brings the same bytes, so it is never retried:
+    a webhook carrying it is kept as ``failed`` with the reason (an operator can replay it
+    once the code reads that shape) and answered 400."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry=False, code="malformed")
+
+
+class DuplicateReference(ProviderError):
+    """The provider answered with an id we already hold for another payment (a stand-in that
+    restarted and counts from the start again, a replayed answer). Trusting it would tie two
+    payments to one provider object, so the new payment goes no further."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry=False, code="duplicate_reference")
 
 
 class InvalidWebhook(Exception):
@@ -59,8 +89,121 @@ def cents(amount: Decimal) -> int:
     return int(value)
 
 
-def from_cents(value: Any) -> Decimal:
-    return (Decimal(int(value)) / 100).quantize(CENT)
+def from_cents(value: Any, *, signed: bool = False) -> Decimal:
+    """A provider's integer amount in cents as USD. Anything else (a string, a float, a bool,
+    an absurd figure, a negative one unless ``signed``) is :class:`Malformed`: ``int()``
+    would quietly truncate 10.99 to 10, and a negative refund would credit."""
+    if type(value) is not int or abs(value) > MAX_CENTS or (value < 0 and not signed):
+        raise Malformed(f"an amount in cents that is not a sane integer: {value!r:.40}")
+    return (Decimal(value) / 100).quantize(CENT)
+
+
+def decimal_amount(value: Any) -> Decimal:
+    """A provider's decimal amount given as a string ("10.59"). ``Decimal()`` alone would
+    also take "NaN", "1e9999", " 1_0 " and non-ASCII digits."""
+    if not (isinstance(value, str) and _AMOUNT.fullmatch(value)):
+        raise Malformed(f"an amount that is not a decimal figure: {value!r:.40}")
+    return Decimal(value)
+
+
+@overload
+def field(obj: Any, key: str, kind: type[T], *, required: Literal[True]) -> T: ...
+@overload
+def field(obj: Any, key: str, kind: type[T], *, required: bool = False) -> T | None: ...
+def field(obj: Any, key: str, kind: type[T], *, required: bool = False) -> T | None:
+    """``obj[key]`` of a provider's object, of the type the code after it relies on. Absent
+    or null is None (or :class:`Malformed` when ``required``); another type is Malformed.
+    A verified event is still only data: nothing after this may assume its shape."""
+    if not isinstance(obj, dict):
+        raise Malformed(f"expected an object holding {key!r}, got {type(obj).__name__}")
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise Malformed(f"{key!r} is missing")
+        return None
+    # bool is an int to isinstance; no provider means True by an amount.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise Malformed(f"{key!r} is a {type(value).__name__}, expected {kind.__name__}")
+    return value
+
+
+@overload
+def ident(obj: Any, key: str, *, required: Literal[True]) -> str: ...
+@overload
+def ident(obj: Any, key: str, *, required: bool = False) -> str | None: ...
+def ident(obj: Any, key: str, *, required: bool = False) -> str | None:
+    """A provider's id: a non-empty string that fits the columns that store it."""
+    value = field(obj, key, str, required=required)
+    if value is not None and not 0 < len(value) <= MAX_ID_LENGTH:
+        raise Malformed(f"{key!r} is not an id")
+    return value or None
+
+
+def objects(obj: Any, key: str) -> list[dict[str, Any]]:
+    """A list of objects (``purchase_units``, ``links``...); absent is empty."""
+    items = field(obj, key, list) or []
+    if not all(isinstance(item, dict) for item in items):
+        raise Malformed(f"{key!r} holds something other than objects")
+    return items
+
+
+def header(request: HttpRequest, name: str, *, max_length: int = 2048) -> str:
+    """A request header as printable ASCII, or :class:`InvalidWebhook`. Every provider's
+    signature headers are ASCII; WSGI hands any other byte over as a latin-1 character,
+    which must not reach a comparison (``compare_digest`` raises on non-ASCII text) or a
+    parser."""
+    value = request.headers.get(name, "")
+    if len(value) > max_length or not (value.isascii() and value.isprintable()):
+        raise InvalidWebhook(f"malformed {name} header")
+    return value.strip()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999 parses to infinity
+        raise ValueError("a number out of range")
+    return value
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_json(raw: bytes) -> Any:
+    """A webhook body as JSON, or :class:`InvalidWebhook`: not UTF-8, not JSON, NaN or
+    Infinity (not JSON, and PostgreSQL's jsonb refuses them), nested deeper than the parser
+    can go, or holding text PostgreSQL cannot store (a NUL, or a lone surrogate escaped as
+    ``\\ud800``). What this returns can be stored as it is."""
+    try:
+        data = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
+    except (ValueError, RecursionError):
+        raise InvalidWebhook("the body is not JSON") from None
+    # Depth is capped well below the interpreter's limit: storing the event serialises it
+    # again, deeper in the stack than where it was parsed.
+    pending: list[tuple[Any, int]] = [(data, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidWebhook("the body is nested too deep")
+        if isinstance(item, dict):
+            pending.extend((part, depth + 1) for pair in item.items() for part in pair)
+        elif isinstance(item, list):
+            pending.extend((part, depth + 1) for part in item)
+        elif isinstance(item, str) and not _storable(item):
+            raise InvalidWebhook("the body holds text that cannot be stored")
+    return data
 
 
 def origin(url: str) -> str:

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import logging
-from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -22,12 +21,30 @@ from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from .base import Ignore, InvalidWebhook, PaymentProvider, ProviderError, is_loopback, origin
+from .base import (
+    MAX_ID_LENGTH,
+    Ignore,
+    InvalidWebhook,
+    Malformed,
+    PaymentProvider,
+    ProviderError,
+    decimal_amount,
+    field,
+    header,
+    ident,
+    is_loopback,
+    origin,
+    parse_json,
+)
 
 if TYPE_CHECKING:
     from billing.models import Payment
 
 log = logging.getLogger(__name__)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
 
 
 class BTCPay(PaymentProvider):
@@ -78,9 +95,13 @@ class BTCPay(PaymentProvider):
         if response.status_code >= 400:
             code = data.get("code", "") if isinstance(data, dict) else ""
             raise ProviderError(
-                f"btcpay: {method} {path} → {response.status_code} {code}", retry=False, code=code
+                f"btcpay: {method} {path} → {response.status_code} {code}",
+                retry=False,
+                code=str(code),
             )
-        return data  # type: ignore[no-any-return]
+        if not isinstance(data, dict):
+            raise Malformed(f"btcpay: an answer to {method} {path} that is not an object")
+        return data
 
     def start(self, payment: Payment, *, return_url: str, cancel_url: str, email: str) -> None:
         invoice = self.api(
@@ -103,8 +124,8 @@ class BTCPay(PaymentProvider):
                 },
             },
         )
-        payment.checkout_id = invoice["id"]
-        payment.checkout_url = invoice["checkoutLink"]
+        payment.checkout_id = ident(invoice, "id", required=True)
+        payment.checkout_url = field(invoice, "checkoutLink", str, required=True)
 
     def sync(self, payment: Payment) -> None:
         if payment.checkout_id:
@@ -123,15 +144,11 @@ class BTCPay(PaymentProvider):
         status = invoice.get("status")
         extra = invoice.get("additionalStatus") or "None"
         if status == "Settled":
-            try:
-                amount = Decimal(str(invoice["amount"]))
-            except (KeyError, InvalidOperation):
-                raise ProviderError("btcpay: a settled invoice without an amount") from None
             payments.confirm(
                 payment,
-                provider_payment_id=invoice["id"],
-                amount_received=amount,
-                currency=str(invoice.get("currency", "")),
+                provider_payment_id=payment.checkout_id,  # the invoice's id, checked above
+                amount_received=decimal_amount(invoice.get("amount")),
+                currency=field(invoice, "currency", str, required=True),
                 detail=gettext("Paid more than asked; the difference was not credited.")
                 if extra == "PaidOver"
                 else "",
@@ -156,21 +173,22 @@ class BTCPay(PaymentProvider):
         secret = settings.BTCPAY_WEBHOOK_SECRET
         if not secret:
             raise InvalidWebhook("BTCPay webhooks are not configured")
-        header = request.headers.get("BTCPay-Sig", "")
-        scheme, _, signature = header.partition("=")
+        scheme, _, signature = header(request, "BTCPay-Sig").partition("=")
         if scheme != "sha256" or not signature:
             raise InvalidWebhook("no BTCPay-Sig header")
         expected = hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
+        # header() let only ASCII through: compare_digest raises on anything else.
         if not hmac.compare_digest(expected, signature.strip().lower()):
             raise InvalidWebhook("bad BTCPay-Sig")
-        try:
-            event = json.loads(request.body)
-        except ValueError:
-            raise InvalidWebhook("the body is not JSON") from None
+        event = parse_json(request.body)
         if not (
             isinstance(event, dict)
-            and isinstance(event.get("deliveryId"), str)
+            and _is_id(event.get("deliveryId"))
+            and (
+                event.get("originalDeliveryId") in (None, "") or _is_id(event["originalDeliveryId"])
+            )
             and isinstance(event.get("type"), str)
+            and 0 < len(event["type"]) <= 100
         ):
             raise InvalidWebhook("not a BTCPay event")
         return event
@@ -184,7 +202,7 @@ class BTCPay(PaymentProvider):
 
         if event.get("storeId") != settings.BTCPAY_STORE_ID:
             raise Ignore("another store's invoice")
-        invoice_id = str(event.get("invoiceId") or "")
+        invoice_id = ident(event, "invoiceId")
         payment = payments.find(self.identifier, checkout_id=invoice_id) if invoice_id else None
         if payment is None:
             raise Ignore("no payment of ours for this invoice")

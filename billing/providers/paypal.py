@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -22,12 +23,30 @@ from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from .base import Ignore, InvalidWebhook, PaymentProvider, ProviderError, is_loopback, origin
+from .base import (
+    MAX_ID_LENGTH,
+    Ignore,
+    InvalidWebhook,
+    Malformed,
+    PaymentProvider,
+    ProviderError,
+    decimal_amount,
+    field,
+    header,
+    ident,
+    is_loopback,
+    objects,
+    origin,
+    parse_json,
+)
 
 if TYPE_CHECKING:
     from billing.models import Payment
 
 log = logging.getLogger(__name__)
+
+#: What PayPal's object ids look like: nothing else goes into an API path.
+_OBJECT_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 HEADERS = {
     "auth_algo": "PayPal-Auth-Algo",
@@ -38,11 +57,15 @@ HEADERS = {
 }
 
 
-def _money(value: dict[str, Any] | None) -> tuple[Decimal, str]:
-    try:
-        return Decimal(str((value or {})["value"])), str(value["currency_code"])  # type: ignore[index]
-    except (KeyError, TypeError, InvalidOperation):
-        raise ProviderError("paypal: an amount without value or currency", retry=False) from None
+def _money(obj: dict[str, Any], key: str) -> tuple[Decimal, str]:
+    """PayPal's ``{"value": "10.59", "currency_code": "USD"}``."""
+    money = field(obj, key, dict, required=True)
+    amount = decimal_amount(money.get("value"))
+    return amount, str(field(money, "currency_code", str, required=True))
+
+
+def _related_ids(capture: dict[str, Any]) -> dict[str, Any]:
+    return field(field(capture, "supplementary_data", dict) or {}, "related_ids", dict) or {}
 
 
 class PayPal(PaymentProvider):
@@ -125,8 +148,11 @@ class PayPal(PaymentProvider):
             data = response.json() if response.content else {}
         except ValueError:
             raise ProviderError(f"paypal: non-JSON answer to {method} {path}") from None
+        if not isinstance(data, dict):
+            raise Malformed(f"paypal: an answer to {method} {path} that is not an object")
         if response.status_code >= 400:
-            issue = ((data.get("details") or [{}])[0] or {}).get("issue") or data.get("name", "")
+            details = objects(data, "details") or [{}]
+            issue = field(details[0], "issue", str) or field(data, "name", str) or ""
             raise ProviderError(
                 f"paypal: {method} {path} → {response.status_code} {issue}",
                 retry=False,
@@ -166,11 +192,11 @@ class PayPal(PaymentProvider):
             },
             **{"PayPal-Request-Id": f"tp-order-{payment.uuid}", "Prefer": "return=minimal"},
         )
-        links = {link.get("rel"): link.get("href") for link in order.get("links", [])}
+        links = {link.get("rel"): link.get("href") for link in objects(order, "links")}
         url = links.get("payer-action") or links.get("approve")
-        if not url:
+        if not isinstance(url, str):
             raise ProviderError("paypal: the order has no approval link", retry=False)
-        payment.checkout_id = order["id"]
+        payment.checkout_id = ident(order, "id", required=True)
         payment.checkout_url = url
 
     def on_return(self, payment: Payment, params: dict[str, str]) -> None:
@@ -217,8 +243,8 @@ class PayPal(PaymentProvider):
             payments.mark(payment, "canceled", gettext("The PayPal order was voided."))
 
     def _apply_order(self, payment: Payment, order: dict[str, Any]) -> None:
-        for unit in order.get("purchase_units") or []:
-            for capture in (unit.get("payments") or {}).get("captures") or []:
+        for unit in objects(order, "purchase_units"):
+            for capture in objects(field(unit, "payments", dict) or {}, "captures"):
                 self._apply_capture(payment, capture)
                 return
 
@@ -228,15 +254,15 @@ class PayPal(PaymentProvider):
         status = capture.get("status")
         if status in {"COMPLETED", "PARTIALLY_REFUNDED", "REFUNDED"}:
             # A refunded capture was completed first: credit it, the refund follows.
-            amount, currency = _money(capture.get("amount"))
+            amount, currency = _money(capture, "amount")
             payments.confirm(
                 payment,
-                provider_payment_id=capture["id"],
+                provider_payment_id=ident(capture, "id", required=True),
                 amount_received=amount,
                 currency=currency,
             )
         elif status == "PENDING":
-            reason = (capture.get("status_details") or {}).get("reason", "")
+            reason = field(field(capture, "status_details", dict) or {}, "reason", str)
             payments.mark(
                 payment,
                 "pending",
@@ -248,17 +274,32 @@ class PayPal(PaymentProvider):
 
     # -- webhooks ---------------------------------------------------------------------------
 
-    def _allowed_cert_host(self, url: str) -> bool:
-        parts = urlsplit(url)
+    def _allowed_cert_url(self, url: str) -> bool:
+        """PayPal names in a header where its signing certificate is; PayPal itself reads it
+        during ``verify-webhook-signature``, we never fetch it. Still only https on PayPal's
+        own host (the simulator's own origin in development) goes any further, so a forged
+        header cannot point anything elsewhere."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:  # a bad port or a broken IPv6 literal
+            return False
         host = (parts.hostname or "").lower()
+        if parts.username is not None or parts.query or parts.fragment or not parts.path:
+            return False
         if self.is_simulated:
-            return host == (urlsplit(settings.PAYPAL_API_BASE).hostname or "").lower()
-        return parts.scheme == "https" and (host == "paypal.com" or host.endswith(".paypal.com"))
+            base = urlsplit(settings.PAYPAL_API_BASE)
+            return (parts.scheme, host, port) == (base.scheme, base.hostname, base.port)
+        return (
+            parts.scheme == "https"
+            and port in (None, 443)
+            and (host == "paypal.com" or host.endswith(".paypal.com"))
+        )
 
     def verify_webhook(self, request: HttpRequest) -> dict[str, Any]:
         if not settings.PAYPAL_WEBHOOK_ID:
             raise InvalidWebhook("PayPal webhooks are not configured")
-        fields = {name: request.headers.get(header, "") for name, header in HEADERS.items()}
+        fields = {name: header(request, name_) for name, name_ in HEADERS.items()}
         missing = [HEADERS[k] for k, v in fields.items() if not v]
         if missing:
             raise InvalidWebhook(f"missing {', '.join(missing)}")
@@ -266,26 +307,25 @@ class PayPal(PaymentProvider):
             sent = datetime.fromisoformat(fields["transmission_time"].replace("Z", "+00:00"))
             if sent.tzinfo is None:
                 sent = sent.replace(tzinfo=UTC)
-        except ValueError:
+            age = abs((datetime.now(UTC) - sent).total_seconds())
+        except (ValueError, OverflowError):
             raise InvalidWebhook("bad PayPal-Transmission-Time") from None
-        age = abs((datetime.now(UTC) - sent).total_seconds())
         if age > settings.TP_WEBHOOK_TOLERANCE_SECONDS:
             raise InvalidWebhook("stale PayPal-Transmission-Time")
-        if not self._allowed_cert_host(fields["cert_url"]):
+        if not self._allowed_cert_url(fields["cert_url"]):
             raise InvalidWebhook("certificate URL outside PayPal")
-        try:
-            raw = request.body.decode("utf-8")
-            event = json.loads(raw)
-        except ValueError:
-            raise InvalidWebhook("the body is not JSON") from None
+        event = parse_json(request.body)
         if not (
             isinstance(event, dict)
             and isinstance(event.get("id"), str)
+            and 0 < len(event["id"]) <= MAX_ID_LENGTH
             and isinstance(event.get("event_type"), str)
+            and 0 < len(event["event_type"]) <= 100
             and isinstance(event.get("resource"), dict)
         ):
             raise InvalidWebhook("not a PayPal event")
         # The raw body goes in unchanged: PayPal checks the signature over the bytes it sent.
+        raw = request.body.decode("utf-8")
         head = json.dumps({**fields, "webhook_id": settings.PAYPAL_WEBHOOK_ID})
         _, answer = self.api(
             "POST",
@@ -313,18 +353,18 @@ class PayPal(PaymentProvider):
 
     def on_order_approved(self, event: dict[str, Any]) -> None:
         order = event["resource"]
-        units = order.get("purchase_units") or [{}]
-        payment = self._payment(order_id=order.get("id"), uuid=units[0].get("custom_id"))
+        units = objects(order, "purchase_units") or [{}]
+        payment = self._payment(order_id=ident(order, "id"), uuid=field(units[0], "custom_id", str))
         # The customer approved but may never come back: capture now (idempotent).
         self.capture(payment)
 
     def on_capture(self, event: dict[str, Any]) -> None:
         capture = event["resource"]
-        related = (capture.get("supplementary_data") or {}).get("related_ids") or {}
+        related = _related_ids(capture)
         payment = self._payment(
-            order_id=related.get("order_id"),
-            capture_id=capture.get("id"),
-            uuid=capture.get("custom_id"),
+            order_id=ident(related, "order_id"),
+            capture_id=ident(capture, "id"),
+            uuid=field(capture, "custom_id", str),
         )
         self._apply_capture(payment, capture)
 
@@ -332,20 +372,28 @@ class PayPal(PaymentProvider):
         """The payment a refund or reversal is about, credited first if the capture's own
         event has not arrived yet (events out of order)."""
         capture_id = None
-        for link in refund.get("links") or []:
-            if link.get("rel") == "up" and "/captures/" in str(link.get("href")):
-                capture_id = str(link["href"]).rstrip("/").rsplit("/", 1)[-1]
-        if not capture_id:
+        for link in objects(refund, "links"):
+            href = field(link, "href", str) or ""
+            if link.get("rel") == "up" and "/captures/" in href:
+                capture_id = href.rstrip("/").rsplit("/", 1)[-1]
+        if not capture_id or not _OBJECT_ID.fullmatch(capture_id):
             raise Ignore("a refund that names no capture")
         from billing import payments
 
         payment = payments.find(self.identifier, provider_payment_id=capture_id)
         if payment is not None and payment.status == "confirmed":
             return payment
-        _, capture = self.api("GET", f"/v2/payments/captures/{capture_id}")
-        related = (capture.get("supplementary_data") or {}).get("related_ids") or {}
+        try:
+            _, capture = self.api("GET", f"/v2/payments/captures/{capture_id}")
+        except ProviderError as exc:
+            if exc.code in {"INVALID_RESOURCE_ID", "RESOURCE_NOT_FOUND"}:  # not our account's
+                raise Ignore(f"PayPal knows no capture {capture_id}") from None
+            raise
+        related = _related_ids(capture)
         payment = payment or self._payment(
-            order_id=related.get("order_id"), capture_id=capture_id, uuid=capture.get("custom_id")
+            order_id=ident(related, "order_id"),
+            capture_id=capture_id,
+            uuid=field(capture, "custom_id", str),
         )
         self._apply_capture(payment, capture)
         payment.refresh_from_db()
@@ -356,17 +404,19 @@ class PayPal(PaymentProvider):
 
         refund = event["resource"]
         if refund.get("status", "COMPLETED") != "COMPLETED":
-            raise Ignore(f"refund {refund.get('status')}")
-        amount, _ = _money(refund.get("amount"))
+            raise Ignore(f"refund {str(refund.get('status'))[:40]}")
+        refund_id = ident(refund, "id", required=True)
+        amount, _ = _money(refund, "amount")
         payments.refund(
-            self._confirmed_payment_of_capture(refund), gross=abs(amount), reference=refund["id"]
+            self._confirmed_payment_of_capture(refund), gross=abs(amount), reference=refund_id
         )
 
     def on_reversed(self, event: dict[str, Any]) -> None:
         from billing import payments
 
         reversal = event["resource"]
-        amount, _ = _money(reversal.get("amount"))
+        reversal_id = ident(reversal, "id", required=True)
+        amount, _ = _money(reversal, "amount")
         payments.chargeback(
-            self._confirmed_payment_of_capture(reversal), dispute=reversal["id"], gross=abs(amount)
+            self._confirmed_payment_of_capture(reversal), dispute=reversal_id, gross=abs(amount)
         )

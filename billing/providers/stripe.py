@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from decimal import Decimal
 from functools import lru_cache
@@ -16,25 +17,38 @@ from typing import TYPE_CHECKING, Any
 
 import stripe
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .base import (
+    MAX_ID_LENGTH,
+    DuplicateReference,
     Ignore,
     InvalidWebhook,
+    Malformed,
     PaymentProvider,
     ProviderError,
     cents,
+    field,
     from_cents,
+    header,
+    ident,
     is_loopback,
+    objects,
     origin,
+    parse_json,
 )
 
 if TYPE_CHECKING:
     from billing.models import BillingProfile, Payment
 
 log = logging.getLogger(__name__)
+
+_STAMP = re.compile(r"[0-9]{1,12}")
+#: What Stripe's object ids look like (pi_..., ch_...): nothing else goes into an API path.
+_OBJECT_ID = re.compile(r"[A-Za-z0-9_]{1,200}")
 
 
 @lru_cache(maxsize=4)
@@ -55,11 +69,28 @@ def _plain(obj: Any) -> dict[str, Any]:
     return json.loads(json.dumps(obj.to_dict(recursive=True, for_json=True), default=str))
 
 
-def _id(value: Any) -> str | None:
+def _id(obj: Any, key: str) -> str | None:
     """An expandable field: an id or an object with one."""
+    value = field(obj, key, object)
     if isinstance(value, dict):
-        return value.get("id")
-    return value or None
+        return ident(value, "id")
+    return ident(obj, key)
+
+
+def _timestamp(signature: str) -> int:
+    """The one ``t`` of a Stripe-Signature header (``t=<unix>,v1=<hex>[,v1=...]``). The SDK
+    takes the first ``t`` and would take a non-ASCII digit; anything but exactly one ASCII
+    number is refused here, so that what it checks and what we check are the same figure."""
+    stamps = []
+    for element in signature.split(","):
+        key, sep, value = element.strip().partition("=")
+        if not sep or not key:
+            raise InvalidWebhook("a Stripe-Signature element without a value")
+        if key == "t":
+            stamps.append(value)
+    if len(stamps) != 1 or not _STAMP.fullmatch(stamps[0]):
+        raise InvalidWebhook("Stripe-Signature needs exactly one numeric t")
+    return int(stamps[0])
 
 
 class Stripe(PaymentProvider):
@@ -109,9 +140,23 @@ class Stripe(PaymentProvider):
         except stripe.APIError as exc:
             raise ProviderError(f"stripe: {exc.user_message or exc}", retry=True) from exc
         except stripe.StripeError as exc:
+            # Stripe says resource_missing; its stand-in only answers 404.
+            missing = "resource_missing" if exc.http_status == 404 else ""
             raise ProviderError(
-                f"stripe: {exc.user_message or exc}", retry=False, code=exc.code or ""
+                f"stripe: {exc.user_message or exc}", retry=False, code=exc.code or missing
             ) from exc
+
+    def fetch(self, fn: Any, object_id: str) -> dict[str, Any]:
+        """An object a verified event names. One Stripe does not know is not ours (another
+        account's, or made up): nothing to do, and no retry will change that."""
+        if not _OBJECT_ID.fullmatch(object_id):
+            raise Ignore(f"not a Stripe id: {object_id[:40]!r}")
+        try:
+            return self.call(fn, object_id)
+        except ProviderError as exc:
+            if exc.code == "resource_missing":
+                raise Ignore(f"Stripe knows no {object_id}") from None
+            raise
 
     # -- the customer's side ----------------------------------------------------------------
 
@@ -154,8 +199,8 @@ class Stripe(PaymentProvider):
             params,
             {"idempotency_key": f"tp-checkout-{payment.uuid}"},
         )
-        payment.checkout_id = session["id"]
-        payment.checkout_url = session["url"]
+        payment.checkout_id = ident(session, "id", required=True)
+        payment.checkout_url = field(session, "url", str, required=True)
 
     def ensure_customer(self, profile: BillingProfile, email: str) -> str:
         if profile.stripe_customer_id:
@@ -166,9 +211,16 @@ class Stripe(PaymentProvider):
             # One customer per account even when two checkouts start at once.
             {"idempotency_key": f"tp-customer-{profile.account_id}"},
         )
-        type(profile).objects.filter(pk=profile.pk, stripe_customer_id="").update(
-            stripe_customer_id=customer["id"]
-        )
+        customer_id = ident(customer, "id", required=True)
+        try:
+            with transaction.atomic():
+                type(profile).objects.filter(pk=profile.pk, stripe_customer_id="").update(
+                    stripe_customer_id=customer_id
+                )
+        except IntegrityError:
+            raise DuplicateReference(
+                f"stripe: customer {customer_id} already belongs to another account"
+            ) from None
         profile.refresh_from_db()
         return profile.stripe_customer_id
 
@@ -198,15 +250,15 @@ class Stripe(PaymentProvider):
     def _apply_session(self, payment: Payment, session: dict[str, Any]) -> None:
         from billing import payments
 
-        intent = _id(session.get("payment_intent"))
+        intent = _id(session, "payment_intent")
         if session.get("payment_status") == "paid":
             if not intent:
-                raise ProviderError("stripe: a paid session without a PaymentIntent", retry=True)
+                raise Malformed("stripe: a paid session without a PaymentIntent")
             confirmed = payments.confirm(
                 payment,
                 provider_payment_id=intent,
-                amount_received=from_cents(session["amount_total"]),
-                currency=session["currency"],
+                amount_received=from_cents(session.get("amount_total")),
+                currency=field(session, "currency", str, required=True),
             )
             if confirmed.save_card and confirmed.status == "confirmed":
                 self.remember_card(confirmed, intent)
@@ -221,9 +273,9 @@ class Stripe(PaymentProvider):
         if intent.get("status") == "succeeded":
             payments.confirm(
                 payment,
-                provider_payment_id=intent["id"],
-                amount_received=from_cents(intent["amount_received"]),
-                currency=intent["currency"],
+                provider_payment_id=ident(intent, "id", required=True),
+                amount_received=from_cents(intent.get("amount_received")),
+                currency=field(intent, "currency", str, required=True),
             )
         elif intent.get("status") == "processing":
             payments.mark(payment, "pending", gettext("Waiting for the bank to confirm."))
@@ -237,23 +289,29 @@ class Stripe(PaymentProvider):
         intent = self.call(
             self.client().v1.payment_intents.retrieve, intent_id, {"expand": ["payment_method"]}
         )
-        method = intent.get("payment_method")
-        customer = _id(intent.get("customer"))
-        if not isinstance(method, dict) or not customer:
+        method = field(intent, "payment_method", dict)
+        customer = _id(intent, "customer")
+        if method is None or not customer:
             return
-        card = method.get("card") or {}
+        card = field(method, "card", dict) or {}
         profile = profile_of(payment.account)
-        type(profile).objects.filter(pk=profile.pk).update(
-            stripe_customer_id=customer,
-            stripe_payment_method_id=method["id"],
-            card_brand=str(card.get("brand", ""))[:30],
-            card_last4=str(card.get("last4", ""))[:4],
-            auto_topup_failures=0,
-        )
+        try:
+            with transaction.atomic():
+                type(profile).objects.filter(pk=profile.pk).update(
+                    stripe_customer_id=customer,
+                    stripe_payment_method_id=ident(method, "id", required=True),
+                    card_brand=str(card.get("brand", ""))[:30],
+                    card_last4=str(card.get("last4", ""))[:4],
+                    auto_topup_failures=0,
+                )
+        except IntegrityError:
+            # The credit stands; only the card is not kept for auto top-ups.
+            log.warning("stripe customer %s already belongs to another account", customer)
 
     def charge_off_session(self, payment: Payment, profile: BillingProfile) -> str | None:
         """Charge the saved card for an auto top-up. Returns None when the charge went
         through (or is processing) and the reason when the card was declined."""
+        from billing import payments
 
         params = {
             "amount": cents(payment.total),
@@ -272,11 +330,15 @@ class Stripe(PaymentProvider):
                 {"idempotency_key": f"tp-auto-{payment.uuid}"},
             )
         except stripe.CardError as exc:
-            failed = ((exc.json_body or {}).get("error") or {}).get("payment_intent") or {}
-            if failed.get("id"):
-                type(payment).objects.filter(pk=payment.pk).update(provider_payment_id=failed["id"])
+            body = exc.json_body if isinstance(exc.json_body, dict) else {}
+            failed = field(field(body, "error", dict) or {}, "payment_intent", dict) or {}
+            failed_id = ident(failed, "id")
+            if failed_id:
+                payments.attach(payment, provider_payment_id=failed_id)
             return str(exc.user_message or exc.code or "card declined")
-        type(payment).objects.filter(pk=payment.pk).update(provider_payment_id=intent["id"])
+        attached = payments.attach(payment, provider_payment_id=ident(intent, "id", required=True))
+        if attached.status == "needs_review":
+            return None  # the id belongs to another payment: an operator looks at both
         if intent.get("status") in {"succeeded", "processing"}:
             self._apply_intent(payment, intent)
             return None
@@ -286,31 +348,30 @@ class Stripe(PaymentProvider):
 
     def verify_webhook(self, request: HttpRequest) -> dict[str, Any]:
         secret = settings.STRIPE_WEBHOOK_SECRET
-        header = request.headers.get("Stripe-Signature", "")
         if not secret:
             raise InvalidWebhook("Stripe webhooks are not configured")
-        if not header:
+        signature = header(request, "Stripe-Signature")
+        if not signature:
             raise InvalidWebhook("no Stripe-Signature header")
+        stamp = _timestamp(signature)
         try:
             payload = request.body.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidWebhook("the body is not UTF-8") from None
         tolerance = settings.TP_WEBHOOK_TOLERANCE_SECONDS
         try:
-            stripe.WebhookSignature.verify_header(payload, header, secret, tolerance)
+            stripe.WebhookSignature.verify_header(payload, signature, secret, tolerance)
         except stripe.SignatureVerificationError as exc:
             raise InvalidWebhook(str(exc).split(".")[0]) from None
-        stamp = dict(p.split("=", 1) for p in header.split(",") if "=" in p).get("t", "0")
-        if int(stamp) > time.time() + tolerance:
+        if stamp > time.time() + tolerance:
             raise InvalidWebhook("timestamp in the future")
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            raise InvalidWebhook("the body is not JSON") from None
+        event = parse_json(request.body)
         if not (
             isinstance(event, dict)
             and isinstance(event.get("id"), str)
+            and 0 < len(event["id"]) <= MAX_ID_LENGTH
             and isinstance(event.get("type"), str)
+            and 0 < len(event["type"]) <= 100
             and isinstance(event.get("data"), dict)
             and isinstance(event["data"].get("object"), dict)
         ):
@@ -323,12 +384,13 @@ class Stripe(PaymentProvider):
     def _payment_for(self, obj: dict[str, Any]) -> Payment:
         from billing import payments
 
-        metadata = obj.get("metadata") or {}
+        obj_id = ident(obj, "id", required=True)
+        metadata = field(obj, "metadata", dict) or {}
         payment = payments.find(
             self.identifier,
-            checkout_id=obj["id"] if obj.get("object") == "checkout.session" else None,
-            provider_payment_id=obj["id"] if obj.get("object") == "payment_intent" else None,
-            uuid=metadata.get("tp_payment") or obj.get("client_reference_id"),
+            checkout_id=obj_id if obj.get("object") == "checkout.session" else None,
+            provider_payment_id=obj_id if obj.get("object") == "payment_intent" else None,
+            uuid=field(metadata, "tp_payment", str) or field(obj, "client_reference_id", str),
         )
         if payment is None:
             raise Ignore(f"no payment of ours for {obj.get('object')} {obj.get('id')}")
@@ -344,7 +406,7 @@ class Stripe(PaymentProvider):
         payment = payments.find(self.identifier, provider_payment_id=intent_id)
         if payment is not None and payment.status == "confirmed":
             return payment
-        intent = self.call(self.client().v1.payment_intents.retrieve, intent_id)
+        intent = self.fetch(self.client().v1.payment_intents.retrieve, intent_id)
         payment = payment or self._payment_for(intent)
         self._apply_intent(payment, intent)
         payment.refresh_from_db()
@@ -380,71 +442,72 @@ class Stripe(PaymentProvider):
         intent = event["data"]["object"]
         payment = self._payment_for(intent)
         if payment.auto:
-            error = intent.get("last_payment_error") or {}
-            alerts.auto_topup_failed(payment, str(error.get("message") or "card declined"))
+            error = field(intent, "last_payment_error", dict) or {}
+            alerts.auto_topup_failed(payment, field(error, "message", str) or "card declined")
         # In Checkout the customer may try another card on the same page: nothing to do.
 
     def on_charge_refunded(self, event: dict[str, Any]) -> None:
         from billing import payments
 
         charge = event["data"]["object"]
-        payment = self._confirmed_payment_of_intent(_id(charge.get("payment_intent")))
+        refunded = from_cents(charge.get("amount_refunded", 0))
+        payment = self._confirmed_payment_of_intent(_id(charge, "payment_intent"))
         payments.refund(
             payment,
-            gross=from_cents(charge.get("amount_refunded", 0)),
+            gross=refunded,
             reference="",
             cumulative=True,
         )
 
     def _dispute_payment(self, dispute: dict[str, Any]) -> Payment:
-        intent = _id(dispute.get("payment_intent"))
-        if not intent and dispute.get("charge"):
-            charge = self.call(self.client().v1.charges.retrieve, _id(dispute["charge"]))
-            intent = _id(charge.get("payment_intent"))
+        intent = _id(dispute, "payment_intent")
+        charge_id = _id(dispute, "charge")
+        if not intent and charge_id:
+            charge = self.fetch(self.client().v1.charges.retrieve, charge_id)
+            intent = _id(charge, "payment_intent")
         return self._confirmed_payment_of_intent(intent)
 
     def on_dispute_updated(self, event: dict[str, Any]) -> None:
         from billing import payments
 
         dispute = event["data"]["object"]
-        payment = payments.find(
-            self.identifier, provider_payment_id=_id(dispute.get("payment_intent"))
-        )
+        payment = payments.find(self.identifier, provider_payment_id=_id(dispute, "payment_intent"))
         if payment is None:
             raise Ignore("no payment of ours for this dispute")
-        payments.set_dispute_status(payment, str(dispute.get("status", "")))
+        payments.set_dispute_status(payment, field(dispute, "status", str) or "")
 
     @staticmethod
     def _fees(dispute: dict[str, Any]) -> tuple[Decimal, Decimal]:
         """(fee charged when the funds were withdrawn, fee returned when reinstated)."""
-        withdrawn = returned = 0
-        for bt in dispute.get("balance_transactions") or []:
-            if int(bt.get("amount", 0)) < 0:
-                withdrawn += int(bt.get("fee", 0))
-            elif int(bt.get("fee", 0)) < 0:
-                returned += -int(bt["fee"])
-        return from_cents(withdrawn), from_cents(returned)
+        withdrawn = returned = Decimal(0)
+        for bt in objects(dispute, "balance_transactions"):
+            amount = from_cents(bt.get("amount", 0), signed=True)
+            fee = from_cents(bt.get("fee", 0), signed=True)
+            if amount < 0:
+                withdrawn += fee
+            elif fee < 0:
+                returned -= fee
+        return withdrawn, returned
 
     def on_dispute_funds_withdrawn(self, event: dict[str, Any]) -> None:
         from billing import payments
 
         dispute = event["data"]["object"]
+        dispute_id = ident(dispute, "id", required=True)
+        gross = from_cents(dispute.get("amount"))
         fee, _ = self._fees(dispute)
         payments.chargeback(
-            self._dispute_payment(dispute),
-            dispute=dispute["id"],
-            gross=from_cents(dispute["amount"]),
-            fee=fee,
+            self._dispute_payment(dispute), dispute=dispute_id, gross=gross, fee=fee
         )
 
     def on_dispute_funds_reinstated(self, event: dict[str, Any]) -> None:
         from billing import payments
 
         dispute = event["data"]["object"]
-        payment = self._dispute_payment(dispute)
+        dispute_id = ident(dispute, "id", required=True)
+        gross = from_cents(dispute.get("amount"))
         fee, returned = self._fees(dispute)
+        payment = self._dispute_payment(dispute)
         # If the withdrawal's own event is late, apply it first (the dispute lists both).
-        payments.chargeback(
-            payment, dispute=dispute["id"], gross=from_cents(dispute["amount"]), fee=fee
-        )
-        payments.reinstate(payment, dispute=dispute["id"], fee_returned=returned)
+        payments.chargeback(payment, dispute=dispute_id, gross=gross, fee=fee)
+        payments.reinstate(payment, dispute=dispute_id, fee_returned=returned)
