@@ -10,11 +10,25 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import authentication, exceptions, serializers, status
-from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.decorators import (
+    api_view,
+    authentication_classes,
+    parser_classes,
+    permission_classes,
+)
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,6 +42,9 @@ from .models import LIMIT_FIELDS, ApiKey, ManagementKey
 from .services import issue_key, revoke_key, rotate_key, update_limits
 
 AUTHENTICATION = [ManagementKeyAuthentication, authentication.SessionAuthentication]
+# JSON in, JSON out. DRF would also read forms, where an empty field means null: one encoding
+# keeps what the schema promises and what the API does the same.
+PARSERS = [JSONParser]
 
 
 def _account(request: Request) -> Account:
@@ -36,21 +53,96 @@ def _account(request: Request) -> Account:
     return account_of(request.user)
 
 
+# The schema says as much of each rule as OpenAPI can, so that a request it calls valid is
+# accepted: a name needs a visible character and no NUL; a spend cap is a positive figure of
+# at most 6 decimals. What it cannot say (a model the catalog has, an IP network, an expiry in
+# the future) is in a custom ``format`` and the description. DRF reads an empty spend cap as
+# null, so the schema says so.
+NAME = r"^[^\u0000]*[^\s\u0000\u001c-\u001f\u0085][^\u0000]*$"
+POSITIVE_CAP = r"^([1-9][0-9]{0,8}(\.[0-9]{1,6})?|0\.(0[1-9][0-9]{0,4}|[1-9][0-9]{0,5})|)$"
+
+
+class TextField(serializers.CharField):
+    """A string, and only a string: DRF's CharField would turn 0 or false into "0"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)  # type: ignore[no-any-return]
+
+
+class WholeNumberField(serializers.IntegerField):
+    """A JSON integer, and only that: DRF's IntegerField would also take "5", 5.0 and true."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if type(data) is not int:
+            self.fail("invalid")
+        return super().to_internal_value(data)  # type: ignore[no-any-return]
+
+
+@extend_schema_field(
+    {"type": "string", "minLength": 1, "maxLength": 100, "pattern": NAME, "example": "my script"}
+)
+class NameField(TextField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "model-id",
+        "maxLength": 100,
+        "description": "A model id of the catalog (see the Models page).",
+    }
+)
+class ModelIdField(TextField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "ip-network",
+        "maxLength": 64,
+        "description": "An IPv4 or IPv6 address or CIDR range.",
+    }
+)
+class NetworkField(TextField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "decimal",
+        "pattern": POSITIVE_CAP,
+        "description": "USD, at least 0.01, at most 6 decimals; null or empty: no cap.",
+    }
+)
+class SpendCapField(serializers.DecimalField):
+    """A decimal string: money never passes through a JSON (binary floating point) number."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class LimitsSerializer(serializers.Serializer):
     allowed_models = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, max_length=500
+        child=ModelIdField(max_length=100), required=False, max_length=500
     )
     allowed_ips = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, max_length=100
+        child=NetworkField(max_length=64), required=False, max_length=100
     )
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
-    rpm_limit = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=1_000_000
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="In the future."
     )
-    tpm_limit = serializers.IntegerField(
+    rpm_limit = WholeNumberField(required=False, allow_null=True, min_value=1, max_value=1_000_000)
+    tpm_limit = WholeNumberField(
         required=False, allow_null=True, min_value=1, max_value=1_000_000_000
     )
-    spend_cap = serializers.DecimalField(
+    spend_cap = SpendCapField(
         required=False,
         allow_null=True,
         max_digits=15,
@@ -76,7 +168,7 @@ class LimitsSerializer(serializers.Serializer):
 
 
 class CreateKeySerializer(LimitsSerializer):
-    name = serializers.CharField(max_length=100)
+    name = NameField(max_length=100)
 
 
 class KeySerializer(serializers.ModelSerializer):
@@ -118,7 +210,31 @@ class ManagementKeyScheme(OpenApiAuthenticationExtension):  # type: ignore[no-un
 
 
 class RotateSerializer(serializers.Serializer):
-    grace_seconds = serializers.IntegerField(min_value=0, max_value=30 * 86400, default=0)
+    grace_seconds = WholeNumberField(min_value=0, max_value=30 * 86400, default=0)
+
+
+# What every operation may answer besides its success, so that a client (and schemathesis)
+# knows each status and its body: DRF's own error shapes.
+_DETAIL = inline_serializer("Error", fields={"detail": serializers.CharField()})
+ERRORS = {
+    401: OpenApiResponse(_DETAIL, description="No credentials, or a wrong or revoked key."),
+    403: OpenApiResponse(_DETAIL, description="A browser session without its CSRF token."),
+    429: OpenApiResponse(_DETAIL, description="Too many requests; retry after a while."),
+}
+INVALID = {
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description="The input was refused: each field with its messages, or `detail`.",
+    )
+}
+NOT_FOUND = {404: OpenApiResponse(_DETAIL, description="No such key in this account.")}
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Any other path under the API (``/keys/abc/``): a JSON 404 like the API's own, rather
+    than the site's HTML page."""
+    return JsonResponse({"detail": "Not found."}, status=404)
 
 
 def _with_secret(key: ApiKey, secret: str) -> dict[str, Any]:
@@ -127,15 +243,20 @@ def _with_secret(key: ApiKey, secret: str) -> dict[str, Any]:
     return data
 
 
-@extend_schema(methods=["GET"], operation_id="keys_list", responses={200: KeySerializer(many=True)})
+@extend_schema(
+    methods=["GET"],
+    operation_id="keys_list",
+    responses={200: KeySerializer(many=True), **ERRORS},
+)
 @extend_schema(
     methods=["POST"],
     operation_id="keys_create",
     request=CreateKeySerializer,
-    responses={201: KeyWithSecretSerializer},
+    responses={201: KeyWithSecretSerializer, **INVALID, **ERRORS},
 )
 @api_view(["GET", "POST"])
 @authentication_classes(AUTHENTICATION)
+@parser_classes(PARSERS)
 @permission_classes([IsAuthenticated])
 def keys(request: Request) -> Response:
     account = _account(request)
@@ -149,15 +270,20 @@ def keys(request: Request) -> Response:
     return Response(_with_secret(key, secret), status=status.HTTP_201_CREATED)
 
 
-@extend_schema(methods=["GET"], operation_id="keys_retrieve", responses={200: KeySerializer})
+@extend_schema(
+    methods=["GET"],
+    operation_id="keys_retrieve",
+    responses={200: KeySerializer, **NOT_FOUND, **ERRORS},
+)
 @extend_schema(
     methods=["PATCH"],
     operation_id="keys_update_limits",
     request=LimitsSerializer,
-    responses={200: KeySerializer},
+    responses={200: KeySerializer, **INVALID, **NOT_FOUND, **ERRORS},
 )
 @api_view(["GET", "PATCH"])
 @authentication_classes(AUTHENTICATION)
+@parser_classes(PARSERS)
 @permission_classes([IsAuthenticated])
 def key(request: Request, key_id: int) -> Response:
     obj = get_object_or_404(ApiKey, pk=key_id, account=_account(request))
@@ -170,9 +296,14 @@ def key(request: Request, key_id: int) -> Response:
     return Response(KeySerializer(obj).data)
 
 
-@extend_schema(operation_id="keys_revoke", request=None, responses={200: KeySerializer})
+@extend_schema(
+    operation_id="keys_revoke",
+    request=None,
+    responses={200: KeySerializer, **NOT_FOUND, **ERRORS},
+)
 @api_view(["POST"])
 @authentication_classes(AUTHENTICATION)
+@parser_classes(PARSERS)
 @permission_classes([IsAuthenticated])
 def revoke(request: Request, key_id: int) -> Response:
     obj = get_object_or_404(ApiKey, pk=key_id, account=_account(request))
@@ -180,10 +311,13 @@ def revoke(request: Request, key_id: int) -> Response:
 
 
 @extend_schema(
-    operation_id="keys_rotate", request=RotateSerializer, responses={201: KeyWithSecretSerializer}
+    operation_id="keys_rotate",
+    request=RotateSerializer,
+    responses={201: KeyWithSecretSerializer, **INVALID, **NOT_FOUND, **ERRORS},
 )
 @api_view(["POST"])
 @authentication_classes(AUTHENTICATION)
+@parser_classes(PARSERS)
 @permission_classes([IsAuthenticated])
 def rotate(request: Request, key_id: int) -> Response:
     obj = get_object_or_404(ApiKey, pk=key_id, account=_account(request))

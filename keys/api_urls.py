@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from . import api, leaks
 
@@ -8,4 +8,7 @@ urlpatterns = [
     path("keys/<int:key_id>/revoke/", api.revoke, name="api_key_revoke"),
     path("keys/<int:key_id>/rotate/", api.rotate, name="api_key_rotate"),
     path("secret-scanning/", leaks.report, name="secret_scanning"),
+    # Last: any other path under the API. Only paths ending in a slash, so that a missing
+    # slash is still redirected (APPEND_SLASH) rather than answered 404.
+    re_path(r"^(.*/)?$", api.not_found),
 ]

@@ -173,12 +173,15 @@ def management_keys(request: HttpRequest) -> HttpResponse:
         if "revoke" in request.POST:
             key_id = request.POST["revoke"]
             key = get_object_or_404(
-                ManagementKey, pk=int(key_id) if key_id.isdigit() else 0, account=account
+                ManagementKey,
+                pk=int(key_id) if key_id.isascii() and key_id.isdigit() else 0,
+                account=account,
             )
             revoke_management_key(key=key)
             messages.success(request, _("Management key revoked."))
             return redirect("management_keys")
-        name = request.POST.get("name", "").strip()
+        # PostgreSQL stores no NUL in text: one in a posted name would be a 500.
+        name = request.POST.get("name", "").replace("\x00", "").strip()
         if name:
             secret = issue_management_key(account=account, name=name)[1]
     return render(
