@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tokenpapa
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint typecheck migrations-check install install-dev browser bench clean
+.PHONY: run test fuzz lint typecheck migrations-check install install-dev browser bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ test: $(VENV)/.installed-dev browser
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	DJANGO_ALLOW_ASYNC_UNSAFE=true \
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The property and fuzz tests with new random examples on each run (`make test` draws the same
+# ones every time, so that CI is reproducible). Run it often; a few minutes each time.
+fuzz: $(VENV)/.installed-dev
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
+	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
+	DJANGO_ALLOW_ASYNC_UNSAFE=true HYPOTHESIS_PROFILE=fuzz \
+	$(PY) -m pytest -q -p no:randomly tests/test_webhook_fuzz.py tests/test_api_schema.py \
+	  tests/test_emails.py tests/test_holds.py tests/test_sse.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,7 @@ urlpatterns = [
     path("keys/<int:key_id>/rotate/", api.rotate, name="api_key_rotate"),
     path("secret-scanning/", leaks.report, name="secret_scanning"),
     # Last: any other path under the API. Only paths ending in a slash, so that a missing
-    # slash is still redirected (APPEND_SLASH) rather than answered 404.
-    re_path(r"^(.*/)?$", api.not_found),
+    # slash is still redirected (APPEND_SLASH) rather than answered 404. [\s\S] and \Z: a path
+    # may hold a newline (%0A), which "." and "$" would let through to Django's HTML 404.
+    re_path(r"^(?:[\s\S]*/)?\Z", api.not_found),
 ]

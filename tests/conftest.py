@@ -17,9 +17,16 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+from hypothesis import settings as hypothesis_settings
 from playwright.sync_api import Browser, Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Property and fuzz tests draw the same examples on every run of the suite ("ci"), so CI is
+# reproducible; `make fuzz` draws new ones on each run, to look for what the fixed set misses.
+hypothesis_settings.register_profile("ci", derandomize=True)
+hypothesis_settings.register_profile("fuzz", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def free_port() -> int:

@@ -98,7 +98,8 @@ def test_an_unknown_path_under_the_api_is_a_json_404(management_key: str) -> Non
     from django.test import Client
 
     client = Client(headers={"Authorization": f"Bearer {management_key}"})
-    for path in ("/api/v1/keys/null,null/", "/api/v1/keys/-1/revoke/", "/api/v1/"):
+    paths = ("/api/v1/keys/null,null/", "/api/v1/keys/-1/revoke/", "/api/v1/", "/api/v1/k/\n«/")
+    for path in paths:
         response = client.get(path)
         assert response.status_code == 404
         assert response.json() == {"detail": "Not found."}
