@@ -58,7 +58,7 @@ lint: $(VENV)/.installed-dev
 
 # The relay and the pure modules it shares are strictly typed.
 typecheck: $(VENV)/.installed-dev
-	$(VENV)/bin/mypy --strict relay serving keys/format.py billing/pricing.py
+	$(VENV)/bin/mypy --strict relay serving core/keyformat.py core/pricing.py
 
 migrations-check: $(VENV)/.installed-dev
 	$(PY) manage.py makemigrations --check --dry-run

@@ -1,31 +1,39 @@
+"""Billing's side of an account: its place in the relay's view and its signup credit from the
+moment it exists, and its billing details."""
+
 from __future__ import annotations
+
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 
-from portal.models import User
+from accounts.models import Account
 
 from . import ledger, sync
-from .models import Account, BillingProfile, LedgerEntry
+from .models import BillingProfile, LedgerEntry
 
 SIGNUP_REFERENCE = "signup"
 
 
-def ensure_account(user: User) -> Account:
-    account, created = Account.objects.get_or_create(user=user)
-    if created:
-        # An empty account is known to the relay at once (and answered 402, not 401).
-        transaction.on_commit(lambda: sync.post(account.pk, seq=0, balance=None), robust=True)
-        if settings.TP_SIGNUP_CREDIT > 0:
-            # Once per account: it is made here, once, with the user.
-            ledger.credit(
-                account=account,
-                amount=settings.TP_SIGNUP_CREDIT,
-                kind=LedgerEntry.Kind.ADJUSTMENT,
-                reference=SIGNUP_REFERENCE,
-                note="Signup credit",
-            )
-    return account
+@receiver(post_save, sender=Account)
+def open_account(sender: type[Account], instance: Account, created: bool, **kwargs: Any) -> None:
+    if not created:
+        return
+    account = instance
+    # An empty account is known to the relay at once (and answered 402, not 401).
+    transaction.on_commit(lambda: sync.post(account.pk, seq=0, balance=None), robust=True)
+    if settings.TP_SIGNUP_CREDIT > 0:
+        # Once per account: it is made here, once, in the transaction that made the account.
+        ledger.credit(
+            account=account,
+            amount=settings.TP_SIGNUP_CREDIT,
+            kind=LedgerEntry.Kind.ADJUSTMENT,
+            reference=SIGNUP_REFERENCE,
+            note="Signup credit",
+        )
 
 
 def profile_of(account: Account) -> BillingProfile:

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from .models import Account, LedgerEntry, UsageEvent
+from .models import LedgerEntry, UsageEvent
 
 
 class ReadOnly(admin.ModelAdmin):
@@ -15,12 +15,6 @@ class ReadOnly(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False
-
-
-@admin.register(Account)
-class AccountAdmin(ReadOnly):
-    list_display = ("pk", "user", "created_at")
-    search_fields = ("user__email",)
 
 
 @admin.register(LedgerEntry)

@@ -21,9 +21,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.models import Account
+
 from . import ledger
 from .accounts import profile_of
-from .models import Account, BillingProfile, Payment
+from .models import BillingProfile, Payment
 from .providers import get_provider
 from .providers.base import ProviderError
 

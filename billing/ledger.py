@@ -6,9 +6,11 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from accounts.models import Account
+from core.pricing import from_nanos
+
 from . import sync
-from .models import Account, LedgerEntry
-from .pricing import from_nanos
+from .models import LedgerEntry
 
 
 def _last(account: Account) -> LedgerEntry | None:

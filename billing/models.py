@@ -3,24 +3,11 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-MONEY = {"max_digits": 20, "decimal_places": 9}
-
-
-class Account(models.Model):
-    """Whose balance it is. Today one per user; the ledger and keys hang off the account so
-    that teams can share one later without moving money rows."""
-
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="account"
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    def __str__(self) -> str:
-        return f"account {self.pk} ({self.user})"
+from accounts.models import Account
+from lib.money import MONEY
 
 
 class LedgerEntry(models.Model):

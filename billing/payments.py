@@ -19,9 +19,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.models import Account
+
 from . import ledger
 from .accounts import profile_of
-from .models import Account, LedgerEntry, Payment, PaymentAdjustment
+from .models import LedgerEntry, Payment, PaymentAdjustment
 from .providers import get_provider
 from .providers.base import CENT, DuplicateReference, Malformed, ProviderError
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from fpdf import FPDF
 
-from portal.templatetags.money import usd
+from lib.money import usd
 
 from .accounts import profile_of
 from .models import Payment

@@ -14,11 +14,12 @@ from decimal import Decimal
 from django.conf import settings
 from django.db.models import Count, Max, Sum
 
-from portal.redis import client
-from relay import state
+from accounts.models import Account
+from core import state
+from core.pricing import to_nanos
+from lib.redis import client
 
-from .models import Account, LedgerEntry, UsageEvent
-from .pricing import to_nanos
+from .models import LedgerEntry, UsageEvent
 
 
 def check() -> list[str]:

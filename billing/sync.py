@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from portal.redis import client, script
-from relay import state
-
-from .pricing import to_nanos
+from core import state
+from core.pricing import to_nanos
+from lib.redis import client, script
 
 
 def post(

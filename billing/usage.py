@@ -13,12 +13,13 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from accounts.models import Account
 from catalog.models import PriceVersion
+from core.pricing import Price, cost
 from keys.models import ApiKey
 
 from . import alerts, ledger, sync
-from .models import Account, LedgerEntry, UsageEvent
-from .pricing import Price, cost
+from .models import LedgerEntry, UsageEvent
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,15 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.models import Account
+from accounts.selectors import account_of
+
 from . import ledger, payments, receipts, vouchers
 from .accounts import SIGNUP_REFERENCE, profile_of
 from .forms import AlertsForm, BillingDetailsForm, ConfirmTopupForm, TopupForm, VoucherForm
-from .models import Account, DailyUsage, LedgerEntry, Payment, UsageEvent, Voucher
+from .models import DailyUsage, LedgerEntry, Payment, UsageEvent, Voucher
 from .providers import enabled_providers, get_provider
 from .providers.base import ProviderError
-from .selectors import account_of
 
 log = logging.getLogger(__name__)
 

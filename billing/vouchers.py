@@ -16,8 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.models import Account
+
 from . import ledger
-from .models import Account, LedgerEntry, Voucher, VoucherBatch
+from .models import LedgerEntry, Voucher, VoucherBatch
 
 # Crockford's base32: no I, L, O or U, so a code read aloud or typed is hard to get wrong.
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

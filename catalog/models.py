@@ -5,8 +5,8 @@ from decimal import Decimal
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from billing.models import MONEY
-from billing.pricing import Price
+from core.pricing import Price
+from lib.money import MONEY
 
 
 class Provider(models.Model):

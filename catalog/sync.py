@@ -9,8 +9,8 @@ import orjson
 from django.conf import settings
 from django.db.models import Prefetch
 
-from portal.redis import client, evict
-from relay import state
+from core import state
+from lib.redis import client, evict
 
 from .models import Model, Provider, Route
 

@@ -33,8 +33,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from billing.models import Account
-from billing.selectors import account_of
+from accounts.models import Account
+from accounts.selectors import account_of
 
 from . import validation
 from .authentication import ManagementKeyAuthentication

@@ -27,7 +27,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema
 
-from . import format as keyformat
+from core import keyformat
+
 from .models import ApiKey
 from .services import digest, revoke_key
 

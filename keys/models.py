@@ -3,9 +3,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from billing.models import MONEY
-
-from . import format as keyformat
+from core import keyformat
+from lib.money import MONEY
 
 # The fields of ApiKey that limit what a key may do: edited by the limits form and the API,
 # carried over by rotation, exported with the account.
@@ -34,7 +33,7 @@ class ApiKey(models.Model):
         TOTAL = "total", _("in total")
 
     account = models.ForeignKey(
-        "billing.Account", on_delete=models.CASCADE, related_name="api_keys"
+        "accounts.Account", on_delete=models.CASCADE, related_name="api_keys"
     )
     name = models.CharField(_("name"), max_length=100)
     digest = models.CharField(max_length=64, unique=True)
@@ -84,7 +83,7 @@ class ManagementKey(models.Model):
     prefix/last four, the secret shown once."""
 
     account = models.ForeignKey(
-        "billing.Account", on_delete=models.CASCADE, related_name="management_keys"
+        "accounts.Account", on_delete=models.CASCADE, related_name="management_keys"
     )
     name = models.CharField(_("name"), max_length=100)
     digest = models.CharField(max_length=64, unique=True)

@@ -7,9 +7,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import Account
+from accounts.models import Account
+from core import keyformat
 
-from . import format as keyformat
 from . import sync
 from .models import LIMIT_FIELDS, ApiKey, ManagementKey
 

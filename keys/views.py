@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-from datetime import timedelta
-from decimal import Decimal
-
 from allauth.account.decorators import reauthentication_required
 from allauth.account.models import EmailAddress
 from django.contrib import messages
@@ -13,9 +10,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from billing.models import Account, DailyUsage, UsageEvent
-from billing.selectors import account_of
-from relay import state
+from accounts.models import Account
+from accounts.selectors import account_of
+from core import state
 
 from .forms import KeyForm, LimitsForm, RotateForm
 from .models import ApiKey, ManagementKey
@@ -27,7 +24,6 @@ from .services import (
     rotate_key,
     update_limits,
 )
-from .sync import spent_in_period
 
 
 def _own_key(account: Account, key_id: int) -> ApiKey:
@@ -36,14 +32,6 @@ def _own_key(account: Account, key_id: int) -> ApiKey:
 
 def _verified(request: HttpRequest) -> bool:
     return EmailAddress.objects.filter(user=request.user, verified=True).exists()
-
-
-def _spend(key: ApiKey) -> Decimal | None:
-    """Spend in the key's cap period (recorded usage), for keys that have a cap."""
-    if key.spend_cap is None:
-        return None
-    nanos = spent_in_period(key, timezone.now().timestamp())[1]
-    return Decimal(nanos) / 1_000_000_000
 
 
 @login_required
@@ -64,8 +52,6 @@ def key_list(request: HttpRequest) -> HttpResponse:
             )
             form = KeyForm()
     keys = list(account.api_keys.select_related("replaced_by"))
-    for key in keys:
-        key.period_spend = _spend(key)  # type: ignore[attr-defined]
     # The secret is put into this one response and nowhere else (not the session, not a
     # redirect): reloading the page cannot show it again.
     return render(
@@ -100,21 +86,8 @@ def key_detail(request: HttpRequest, key_id: int) -> HttpResponse:
     if saved:
         messages.success(request, _("Limits saved."))
         return redirect("key_detail", key_id=key.pk)
-    today = timezone.now().date()
-    start = today - timedelta(days=29)
-    daily = {(start + timedelta(days=i)).isoformat(): Decimal(0) for i in range(30)}
-    for row in DailyUsage.objects.filter(key=key, day__gte=start).values("day", "cost"):
-        daily[row["day"].isoformat()] += row["cost"]
     context.update(
         {
-            "chart": {
-                "type": "bar",
-                "yLabel": "USD",
-                "labels": list(daily),
-                "datasets": [{"label": _("Spend (USD)"), "data": [str(v) for v in daily.values()]}],
-            },
-            "events": UsageEvent.objects.filter(key=key).order_by("-started_at")[:50],
-            "period_spend": _spend(key),
             "period": state.period_bounds(key.spend_cap_period, timezone.now().timestamp())[0],
             "rotate_form": RotateForm(),
         }
@@ -143,8 +116,6 @@ def rotate(request: HttpRequest, key_id: int) -> HttpResponse:
     new, secret = rotate_key(key=key, grace_seconds=form.cleaned_data["grace"])
     key.refresh_from_db()
     keys = list(account.api_keys.select_related("replaced_by"))
-    for each in keys:
-        each.period_spend = _spend(each)  # type: ignore[attr-defined]
     return render(
         request,
         "keys/key_list.html",

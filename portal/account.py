@@ -17,13 +17,12 @@ from allauth.account.models import EmailAddress
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
+from accounts.models import User
+from accounts.selectors import account_of
 from billing import ledger
 from billing.models import LedgerEntry, UsageEvent
-from billing.selectors import account_of
 from keys.models import LIMIT_FIELDS, ApiKey
 from keys.services import revoke_key, revoke_management_key
-
-from .models import User
 
 
 def _default(value: Any) -> Any:

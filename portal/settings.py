@@ -79,10 +79,12 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "csp",
-    "portal",
-    "billing",
-    "keys",
+    "lib",
+    "accounts",
     "catalog",
+    "keys",
+    "billing",
+    "portal",
 ]
 
 MIDDLEWARE = [
@@ -152,7 +154,7 @@ CACHES = {
     }
 }
 
-AUTH_USER_MODEL = "portal.User"
+AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
@@ -176,12 +178,12 @@ ACCOUNT_EMAIL_VERIFICATION_BY_CODE_ENABLED = False
 ACCOUNT_CONFIRM_EMAIL_ON_GET = False
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
 ACCOUNT_PREVENT_ENUMERATION = True
-# Every entered address in one stored form, look-alikes refused (portal.emails).
-ACCOUNT_ADAPTER = "portal.auth.AccountAdapter"
+# Every entered address in one stored form, look-alikes refused (accounts.emails).
+ACCOUNT_ADAPTER = "accounts.auth.AccountAdapter"
 ACCOUNT_FORMS = {
-    "login": "portal.auth.LoginForm",
-    "reset_password": "portal.auth.ResetPasswordForm",
-    "change_email": "portal.auth.ChangeEmailForm",
+    "login": "accounts.auth.LoginForm",
+    "reset_password": "accounts.auth.ResetPasswordForm",
+    "change_email": "accounts.auth.ChangeEmailForm",
 }
 ACCOUNT_RATE_LIMITS = {
     "login": "30/m/ip",

@@ -2,11 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts.auth import admin_login
 from billing import views as billing_views
 from catalog import views as catalog_views
 
 from . import views
-from .auth import admin_login
 
 # Staff sign in through allauth like everyone else (its rate limits and second factor); the
 # admin's own form would take a password alone. Set before admin.site.urls is read below.

@@ -15,13 +15,13 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from accounts.emails import lookup_key
+from accounts.selectors import account_of
 from billing import ledger
 from billing.models import DailyUsage, UsageEvent
-from billing.selectors import account_of
 from catalog.models import Model
 
 from . import account as account_service
-from .emails import lookup_key
 
 
 def _example_model() -> str:

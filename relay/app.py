@@ -22,7 +22,9 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from . import limits, prices, scripts, state
+from core import state
+
+from . import limits, prices, scripts
 from .adapters import anthropic
 from .config import Config
 from .errors import RelayError

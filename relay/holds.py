@@ -4,7 +4,7 @@ Before it is forwarded: the most it can cost (:meth:`Holds.worst_case`), held ag
 balance, the key's spend cap and its rate limits in one script (:meth:`Holds.hold`). At its
 end: the actual cost, never above the hold (:meth:`Holds.charge`), settled
 (:meth:`Holds.settle`); or, when nothing is owed, the hold released (:meth:`Holds.release`).
-The Lua scripts are in :mod:`relay.state`.
+The Lua scripts are in :mod:`core.state`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import media, state
+from core import state
+
+from . import media
 from .errors import RelayError
 from .request import Request
 from .usage import Usage

@@ -1,6 +1,6 @@
 """A model's price as integers, so the relay's per-request costs are integer arithmetic.
 
-``billing.pricing.cost`` computes ``(uncached × input + cached × cached_input + completion ×
+``core.pricing.cost`` computes ``(uncached × input + cached × cached_input + completion ×
 output) / 1,000,000 + images × image + audio_ms × audio_second / 1,000`` exactly and rounds it
 once, up, to the nano-dollar. In nano-dollars that is ``ceil(Σ count × nanos per unit)`` (a
 token's price × 1000, an image's × 10⁹, a millisecond of audio's × 10⁶); with each written as a
@@ -16,7 +16,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from billing.pricing import Price, from_nanos
+from core.pricing import Price, from_nanos
 
 
 class NanoPrice:

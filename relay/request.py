@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from keys import format as keyformat
+from core import keyformat
 
 from . import media, prices
 from .adapters import anthropic

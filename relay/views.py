@@ -14,9 +14,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from keys import format as keyformat
-
-from . import state
+from core import keyformat, state
 
 log = logging.getLogger("relay")
 

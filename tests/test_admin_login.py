@@ -107,7 +107,7 @@ def test_staff_with_an_authenticator_pass_its_stage_before_the_admin(root: Any) 
 
 def test_next_brings_staff_back_to_the_admin_page_they_asked_for(ops: Any) -> None:
     client = Client()
-    users = reverse("admin:portal_user_changelist")
+    users = reverse("admin:accounts_user_changelist")
     to_admin_login = client.get(users)["Location"]
     to_login = client.get(to_admin_login)["Location"]
     response = client.post(to_login, {"login": ops.email, "password": PASSWORD})
@@ -136,7 +136,7 @@ def test_a_signed_in_user_who_is_not_staff_gets_no_admin(alice: Any) -> None:
     to_admin_login = client.get(ADMIN)
     assert to_admin_login.status_code == 302
     assert client.get(to_admin_login["Location"]).status_code == 403
-    assert client.get(reverse("admin:portal_user_changelist")).status_code == 302
+    assert client.get(reverse("admin:accounts_user_changelist")).status_code == 302
 
 
 def the_login_the_admin_leads_to(client: Client) -> str:
@@ -185,7 +185,7 @@ def test_staff_reach_the_admin_in_a_browser_through_the_second_factor(
     page: Page, live_server: Any, root: Any, alice: Any
 ) -> None:
     base = live_server.url
-    page.goto(f"{base}/admin/portal/user/")
+    page.goto(f"{base}/admin/accounts/user/")
     expect(page).to_have_url(re.compile(r"/accounts/login/\?next=(/|%2F)admin"))
     page.fill("input[name=login]", root.email)
     page.fill("input[name=password]", PASSWORD)
@@ -195,7 +195,7 @@ def test_staff_reach_the_admin_in_a_browser_through_the_second_factor(
     page.locator("main form button[type=submit]").click()
 
     # The standard admin, usable by its labels: the user list, a user, a search.
-    expect(page).to_have_url(re.compile(r"/admin/portal/user/$"))
+    expect(page).to_have_url(re.compile(r"/admin/accounts/user/$"))
     expect(page.get_by_role("link", name="alice@example.com")).to_be_visible()
     page.fill("#searchbar", "alice")
     page.get_by_role("button", name="Search").click()
@@ -215,5 +215,5 @@ def test_a_user_who_is_not_staff_is_refused_the_admin_in_a_browser(
     page.fill("input[name=password]", PASSWORD)
     page.locator("main form button[type=submit]").click()
     expect(page.locator("body")).to_contain_text(re.compile("403|Forbidden", re.I))
-    page.goto(f"{base}/admin/portal/user/")
+    page.goto(f"{base}/admin/accounts/user/")
     expect(page.locator("body")).not_to_contain_text("alice@example.com")

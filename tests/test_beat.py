@@ -19,9 +19,9 @@ from celery.app.task import Task
 from django.core.management import call_command
 
 from billing import sync
+from core import state
 from keys.services import issue_key
 from portal.celery import app
-from relay import state
 
 from .conftest import start_relay, wait_until
 from .test_relay import chat

@@ -95,6 +95,6 @@ def test_the_whole_journey(
 
 
 def _usd(amount: Any) -> str:
-    from portal.templatetags.money import usd
+    from lib.money import usd
 
     return usd(amount)

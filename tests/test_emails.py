@@ -27,7 +27,7 @@ from django.utils.module_loading import autodiscover_modules
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from portal.emails import (
+from accounts.emails import (
     NormalizedEmailField,
     is_invisible,
     lookalikes,
@@ -422,9 +422,9 @@ def test_every_email_field_in_the_admin_and_our_forms_normalises(admin_user: Any
     autodiscover_modules("forms")
     ours = ("portal.", "billing.", "keys.", "catalog.")
     for form_class in subclasses(forms.BaseForm):
-        # portal.auth's are allauth's forms, which normalise in their clean methods (the tests
+        # accounts.auth's are allauth's forms, which normalise in their clean methods (the tests
         # through allauth's views above).
-        if form_class.__module__.startswith(ours) and form_class.__module__ != "portal.auth":
+        if form_class.__module__.startswith(ours) and form_class.__module__ != "accounts.auth":
             for name, field in getattr(form_class, "base_fields", {}).items():
                 if isinstance(field, forms.EmailField):
                     assert isinstance(field, NormalizedEmailField), (form_class, name)
@@ -433,7 +433,7 @@ def test_every_email_field_in_the_admin_and_our_forms_normalises(admin_user: Any
 def test_the_admin_refuses_a_lookalike_and_stores_the_normalised_form(
     admin_client: Client, alice: Any
 ) -> None:
-    add_user = reverse("admin:portal_user_add")
+    add_user = reverse("admin:accounts_user_add")
     new = {"password1": PASSWORD, "password2": PASSWORD, "usable_password": "true"}
     refused = admin_client.post(add_user, {**new, "email": "carol@exa\u200bmple.com"})
     assert refused.status_code == 200 and "email" in refused.context["adminform"].form.errors

@@ -27,7 +27,7 @@ from django.db.models import Sum
 
 from billing import ledger
 from billing.models import LedgerEntry, UsageEvent
-from billing.pricing import cost
+from core.pricing import cost
 from keys.models import ApiKey
 from keys.services import issue_key, revoke_key
 

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from billing import ledger
 from billing.models import UsageEvent
-from billing.pricing import Price, cost, to_nanos
 from catalog.models import Model, PriceVersion
 from catalog.sync import publish
+from core.pricing import Price, cost, to_nanos
 from keys.models import ApiKey
 from keys.services import issue_key
 from keys.sync import push

@@ -1,4 +1,4 @@
-from keys import format as keyformat
+from core import keyformat
 
 
 def test_it_generates_well_formed_keys() -> None:

@@ -20,10 +20,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from keys import format as keyformat
+from core import keyformat, state
 from keys.models import ApiKey, ManagementKey
 from keys.services import issue_key, issue_management_key
-from relay import state
 
 PASSWORD = "correct horse battery staple"
 pytestmark = pytest.mark.usefixtures("catalog")

@@ -9,7 +9,7 @@ from django.core.management import call_command
 
 from billing import ledger, sync
 from billing.models import LedgerEntry
-from billing.pricing import to_nanos
+from core.pricing import to_nanos
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_reconcile_is_clean_after_credits(alice: Any) -> None:
 def test_reconcile_exits_non_zero_on_drift(alice: Any, redis_client: Any) -> None:
     from django.core.management.base import CommandError
 
-    from relay import state
+    from core import state
 
     call_command("credit", "alice@example.com", "1", stdout=io.StringIO())
     redis_client.hset(state.account(alice.account.pk), "posted", 5)
@@ -78,7 +78,7 @@ def test_stale_holds_are_released(alice: Any, redis_client: Any) -> None:
     import time
 
     from billing.sync import release_stale_holds
-    from relay import state
+    from core import state
 
     call_command("credit", "alice@example.com", "1", stdout=io.StringIO())
     account_id = alice.account.pk

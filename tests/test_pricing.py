@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.pricing import Price, cost, from_nanos, to_nanos
+from core.pricing import Price, cost, from_nanos, to_nanos
 
 LARGE = Price(
     version=1, input=Decimal("2.00"), output=Decimal("6.00"), cached_input=Decimal("2.00")

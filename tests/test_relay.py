@@ -15,9 +15,9 @@ import pytest
 from django.core.management import call_command
 
 from billing.models import LedgerEntry, UsageEvent
-from billing.pricing import Price, cost
 from catalog.models import Model
-from keys import format as keyformat
+from core import keyformat
+from core.pricing import Price, cost
 from keys.models import ApiKey
 from keys.services import issue_key, revoke_key
 

@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 
 from billing.models import UsageEvent
-from billing.pricing import cost
+from core.pricing import cost
 from keys.services import issue_key
 
 from .conftest import wait_until

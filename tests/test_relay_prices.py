@@ -1,4 +1,4 @@
-"""The relay's integer prices (relay/prices.py) agree exactly with billing.pricing.cost."""
+"""The relay's integer prices (relay/prices.py) agree exactly with core.pricing.cost."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.pricing import Price, cost, to_nanos
+from core.pricing import Price, cost, to_nanos
 from relay.prices import NanoPrice, amount, of_model
 
 

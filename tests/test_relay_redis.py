@@ -18,7 +18,7 @@ import redis.exceptions
 from django.conf import settings
 from redis.connection import PythonRespSerializer
 
-from relay import state
+from core import state
 from relay.scripts import Script, ScriptClient, pack, supports
 
 from .conftest import PrivateRedis

@@ -22,7 +22,7 @@ from billing.models import LedgerEntry, Payment, WebhookEvent
 from billing.providers.btcpay import BTCPay
 from billing.providers.paypal import PayPal
 from billing.providers.stripe import Stripe
-from keys import format as keyformat
+from core import keyformat
 from keys.models import ApiKey
 from keys.services import issue_key
 

@@ -23,7 +23,7 @@ from billing import ledger
 from billing.models import Payment, WebhookEvent
 from billing.providers.base import ProviderError, cents
 from billing.providers.paypal import PayPal
-from keys import format as keyformat
+from core import keyformat
 from keys.services import issue_key, issue_management_key
 
 from .billing_fixtures import (

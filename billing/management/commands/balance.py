@@ -4,9 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from accounts.management import account_named
 from billing import ledger
-
-from ._common import account_by_email
 
 
 class Command(BaseCommand):
@@ -16,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("email")
 
     def handle(self, *args: Any, email: str, **options: Any) -> None:
-        figures = ledger.summary(account_by_email(email))
+        figures = ledger.summary(account_named(email))
         self.stdout.write(format(figures["balance"], "f"))
         self.stdout.write(f"on hold: {figures['on_hold']:f}")
         self.stdout.write(f"available: {figures['available']:f}")

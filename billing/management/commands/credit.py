@@ -5,10 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.management import account_named
 from billing import ledger
 from billing.models import LedgerEntry
-
-from ._common import account_by_email
 
 
 class Command(BaseCommand):
@@ -27,7 +26,7 @@ class Command(BaseCommand):
         if not value.is_finite() or value == 0 or value.as_tuple().exponent < -9:  # type: ignore[operator]
             raise CommandError("the amount must be non-zero with at most 9 decimals")
         entry = ledger.post_entry(
-            account=account_by_email(email),
+            account=account_named(email),
             amount=value,
             kind=LedgerEntry.Kind.ADJUSTMENT,
             reference="operator",

@@ -5,8 +5,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from accounts.models import Account
 from billing import sync
-from billing.models import Account, LedgerEntry
+from billing.models import LedgerEntry
 from catalog.sync import publish
 from keys.sync import push_all
 

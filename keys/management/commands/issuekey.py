@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from billing.management.commands._common import account_by_email
+from accounts.management import account_named
 from keys.services import issue_key
 
 
@@ -16,5 +16,5 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True)
 
     def handle(self, *args: Any, email: str, name: str, **options: Any) -> None:
-        _, secret = issue_key(account=account_by_email(email), name=name)
+        _, secret = issue_key(account=account_named(email), name=name)
         self.stdout.write(secret)

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from portal.emails import lookalikes, normalize_email
+from accounts.emails import lookalikes, normalize_email
 
 
 class Command(BaseCommand):

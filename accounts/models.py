@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -50,3 +51,17 @@ class User(AbstractUser):
 
     def __str__(self) -> str:
         return self.email
+
+
+class Account(models.Model):
+    """Whose balance it is. Today one per user; the ledger and keys hang off the account so
+    that teams can share one later without moving money rows. Made with its user (signals.py);
+    billing gives it its place in the relay's view and any signup credit."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="account"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"account {self.pk} ({self.user})"

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from portal.emails import normalize_email
+from accounts.emails import normalize_email
 
 
 class Command(BaseCommand):

@@ -5,9 +5,9 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db import models
 
 from .emails import NormalizedEmailField
-from .models import User
+from .models import Account, User
 
-# An address an operator types is stored in the same one form as a signup's (portal.emails).
+# An address an operator types is stored in the same one form as a signup's (accounts.emails).
 NORMALIZED_EMAIL_FIELDS = {models.EmailField: {"form_class": NormalizedEmailField}}
 
 
@@ -31,3 +31,20 @@ admin.site.unregister(EmailAddress)
 @admin.register(EmailAddress)
 class EmailAddressAdmin(BaseEmailAddressAdmin):
     formfield_overrides = NORMALIZED_EMAIL_FIELDS
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    """Accounts are made with their users; money moves through the ledger, never here."""
+
+    list_display = ("pk", "user", "created_at")
+    search_fields = ("user__email",)
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False

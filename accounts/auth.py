@@ -1,5 +1,5 @@
 """Signing in: allauth's adapter and forms with every entered address in its one stored form
-(``portal.emails``), and the Django admin's login handed to allauth.
+(``accounts.emails``), and the Django admin's login handed to allauth.
 
 Signup and adding an address call the adapter's ``clean_email``. Login, password reset and
 the change of an unverified address (verification by code) take the address as typed, so their

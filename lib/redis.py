@@ -7,7 +7,7 @@ from functools import cache
 import redis
 from django.conf import settings
 
-from relay import state
+from core import state
 
 
 @cache
