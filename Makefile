@@ -54,6 +54,7 @@ fuzz: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(MAKE) typecheck
 
 # The relay and the pure modules it shares are strictly typed.

@@ -532,13 +532,14 @@ def manage(env: dict[str, str], *argv: str, ok_if: str | None = None) -> str:
 
 
 def ensure_database() -> None:
+    """A new, empty benchmark database for every run: figures do not depend on how many
+    earlier runs left their usage rows behind, nor on an older schema."""
     import psycopg
 
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-            say(f"  created database {BENCH_DB}")
+        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+        say(f"  created database {BENCH_DB} (empty)")
 
 
 def usage_rows() -> int | None:
