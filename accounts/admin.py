@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+from typing import Any
+
 from allauth.account.admin import EmailAddressAdmin as BaseEmailAddressAdmin
 from allauth.account.models import EmailAddress
 from django.contrib import admin
@@ -8,7 +12,9 @@ from .emails import NormalizedEmailField
 from .models import Account, User
 
 # An address an operator types is stored in the same one form as a signup's (accounts.emails).
-NORMALIZED_EMAIL_FIELDS = {models.EmailField: {"form_class": NormalizedEmailField}}
+NORMALIZED_EMAIL_FIELDS: dict[type[models.Field[Any, Any]], dict[str, Any]] = {
+    models.EmailField: {"form_class": NormalizedEmailField}
+}
 
 
 @admin.register(User)

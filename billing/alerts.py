@@ -45,7 +45,7 @@ def after_debit(account_ids: Iterable[int]) -> None:
         if watched:
             from .tasks import check_balances
 
-            check_balances.apply_async(args=[watched], retry=False)
+            check_balances.apply_async(args=(watched,), retry=False)
     except Exception:
         log.exception("could not queue the balance check for %s", account_ids)
 

@@ -40,18 +40,21 @@ class TopupForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["preset"].choices = [
-            (str(p), f"${p.quantize(CENT)}") for p in settings.TP_TOPUP_PRESETS
-        ]
+        self._choices(
+            "preset", [(str(p), f"${p.quantize(CENT)}") for p in settings.TP_TOPUP_PRESETS]
+        )
         self.fields["custom"].help_text = _("Minimum $%(min)s.") % {
             "min": settings.TP_TOPUP_MINIMUM.quantize(CENT)
         }
-        self.fields["provider"].choices = [
-            (p.identifier, p.verbose_name) for p in enabled_providers()
-        ]
+        self._choices("provider", [(p.identifier, p.verbose_name) for p in enabled_providers()])
+
+    def _choices(self, name: str, choices: list[tuple[str, Any]]) -> None:
+        field = self.fields[name]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = choices
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         amount = data.get("custom") or data.get("preset")
         if amount is None:
             raise forms.ValidationError(_("Choose an amount or enter one."))
@@ -71,9 +74,9 @@ class ConfirmTopupForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["provider"].choices = [
-            (p.identifier, p.identifier) for p in enabled_providers()
-        ]
+        field = self.fields["provider"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [(p.identifier, p.identifier) for p in enabled_providers()]
 
     def clean_amount(self) -> Decimal:
         try:
@@ -128,7 +131,7 @@ class AlertsForm(forms.ModelForm):
         labels = {"auto_topup_enabled": _("Top up automatically with my saved card")}
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if data.get("auto_topup_enabled"):
             if not self.instance.has_saved_card:
                 raise forms.ValidationError(

@@ -9,6 +9,7 @@ time, leave the ledger as if each had happened once.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -317,9 +318,11 @@ def _adjust(
 ) -> PaymentAdjustment:
     entry = None
     if amount != 0:
-        ledger_kind = {
-            PaymentAdjustment.Kind.REFUND: LedgerEntry.Kind.REFUND,
-        }.get(kind, LedgerEntry.Kind.CHARGEBACK)
+        ledger_kind = (
+            LedgerEntry.Kind.REFUND
+            if kind == PaymentAdjustment.Kind.REFUND
+            else LedgerEntry.Kind.CHARGEBACK
+        )
         entry = ledger.post_entry(
             account=p.account,
             amount=amount,
@@ -457,8 +460,8 @@ def sync_open_payments(max_age_hours: int = 48) -> int:
     now = timezone.now()
     open_payments = Payment.objects.filter(
         status__in=[Status.CREATED, Status.PENDING],
-        created_at__lt=now - timezone.timedelta(minutes=5),
-        created_at__gt=now - timezone.timedelta(hours=max_age_hours),
+        created_at__lt=now - timedelta(minutes=5),
+        created_at__gt=now - timedelta(hours=max_age_hours),
     ).exclude(checkout_id="", auto=False)
     checked = 0
     for payment in open_payments.iterator():

@@ -69,7 +69,7 @@ def check() -> list[str]:
                 f"{where}: Redis posted {posted} nanos != ledger {to_nanos(balance)} nanos"
             )
         holds = r.hgetall(state.account_holds(account_id))
-        held = sum(int(v.partition("|")[0]) for v in holds.values())
+        held = sum(int(str(v).partition("|")[0]) for v in holds.values())
         if held != int(figures.get("held", 0)):
             problems.append(f"{where}: Redis held {figures.get('held', 0)} != its holds {held}")
         unposted = r.hgetall(state.account_unposted(account_id))

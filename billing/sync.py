@@ -41,7 +41,7 @@ def release_stale_holds(max_age_seconds: int, now: float) -> int:
     for times in r.scan_iter(match=state.HOLD_TIMES_PATTERN, count=1000):
         account_id = state.account_of_hold_times(times)
         for request_id in r.zrangebyscore(times, "-inf", now - max_age_seconds):
-            value = r.hget(state.account_holds(account_id), request_id) or ""
+            value = str(r.hget(state.account_holds(account_id), str(request_id)) or "")
             script(state.RELEASE)(
                 keys=[
                     state.account(account_id),
@@ -49,7 +49,7 @@ def release_stale_holds(max_age_seconds: int, now: float) -> int:
                     times,
                     state.cap_key_of_hold(value) or state.no_cap(account_id),
                 ],
-                args=[request_id],
+                args=[str(request_id)],
             )
             released += 1
     return released

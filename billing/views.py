@@ -203,7 +203,8 @@ def payment_return(request: HttpRequest, uuid: Any) -> HttpResponse:
     POST, see ``payment_cancel``)."""
     payment = _payment(request, uuid)
     try:
-        get_provider(payment.provider).on_return(payment, dict(request.GET.items()))
+        query = {name: str(value) for name, value in request.GET.items()}
+        get_provider(payment.provider).on_return(payment, query)
     except ProviderError as exc:
         log.warning("return from %s for %s: %s", payment.provider, payment.uuid, exc)
         messages.warning(

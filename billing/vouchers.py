@@ -37,7 +37,7 @@ class UnknownCode(VoucherError):
 
 def normalise(code: str) -> str:
     cleaned = re.sub(r"[\s-]+", "", code or "").upper()
-    return cleaned.translate(str.maketrans({"I": "1", "L": "1", "O": "0"}))
+    return cleaned.translate(str.maketrans("ILO", "110"))
 
 
 def new_code() -> str:

@@ -12,6 +12,7 @@ candidate ``true_positive`` or ``false_positive``, as GitHub expects.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -114,7 +115,7 @@ def report(request: HttpRequest) -> HttpResponse:
                 if key.is_active:
                     revoke_key(key=key)
                     url = str(candidate.get("url") or "")
-                    transaction.on_commit(lambda key=key, url=url: _notify(key, url))
+                    transaction.on_commit(functools.partial(_notify, key, url))
                     log.warning("revoked leaked key %s (account %s)", key.masked, key.account_id)
         answers.append(
             {

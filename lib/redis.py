@@ -12,6 +12,7 @@ from core import state
 
 @cache
 def client() -> redis.Redis:
+    """Answers decoded to str."""
     return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
 
 

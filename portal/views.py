@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.emails import lookup_key
+from accounts.models import User
 from accounts.selectors import account_of
 from billing import ledger
 from billing.models import DailyUsage, UsageEvent
@@ -27,6 +28,13 @@ from . import account as account_service
 def _example_model() -> str:
     example = Model.objects.filter(active=True, embeddings=False).order_by("sort_order").first()
     return example.id if example else "mistral-large-2"
+
+
+def _user(request: HttpRequest) -> User:
+    """The signed-in user of a view behind login_required."""
+    user = request.user
+    assert isinstance(user, User)
+    return user
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -90,7 +98,7 @@ def account_data(request: HttpRequest) -> HttpResponse:
 @reauthentication_required
 def account_export(request: HttpRequest) -> StreamingHttpResponse:
     response = StreamingHttpResponse(
-        account_service.export(request.user), content_type="application/json"
+        account_service.export(_user(request)), content_type="application/json"
     )
     stamp = timezone.now().strftime("%Y%m%d")
     response["Content-Disposition"] = f'attachment; filename="tokenpapa-export-{stamp}.json"'
@@ -101,10 +109,11 @@ def account_export(request: HttpRequest) -> StreamingHttpResponse:
 @reauthentication_required
 @require_POST
 def account_delete(request: HttpRequest) -> HttpResponse:
-    if lookup_key(request.POST.get("confirm", "")) != lookup_key(request.user.email):
+    user = _user(request)
+    if lookup_key(request.POST.get("confirm", "")) != lookup_key(user.email):
         messages.error(request, _("Type your email address to confirm the deletion."))
         return redirect("account_data")
-    account_service.delete(request.user)
+    account_service.delete(user)
     logout(request)
     messages.success(request, _("Your account is deleted and every key is revoked."))
     return redirect("home")
