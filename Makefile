@@ -57,10 +57,10 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/lint-imports
 	$(MAKE) typecheck
 
-# The relay, the servers, the core and the demo upstream strictly; the Django apps with
+# The relay, the servers, the core and the simulators strictly; the Django apps with
 # django-stubs and djangorestframework-stubs (settings in pyproject.toml).
 typecheck: $(VENV)/.installed-dev
-	$(VENV)/bin/mypy --strict relay serving core simulators/llm
+	$(VENV)/bin/mypy --strict relay serving core simulators
 	$(VENV)/bin/mypy accounts catalog keys billing portal lib
 
 migrations-check: $(VENV)/.installed-dev

@@ -18,7 +18,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-import simulators.payments
+import simulators.payments.ids
 from billing import ledger
 from billing.models import Payment, WebhookEvent
 from billing.providers.base import ProviderError, cents
@@ -372,8 +372,8 @@ def test_a_management_key_with_a_non_ascii_checksum_is_refused(alice: Any) -> No
 def _next_id_is(monkeypatch: pytest.MonkeyPatch, provider: str, value: str) -> None:
     """The simulator's next id for a new checkout is ``value``: as when it restarted and
     counted from the start again, or a replayed answer."""
-    name = "_upper_id" if provider == "paypal" else "_token"
-    original = getattr(simulators.payments, name)
+    name = "upper_id" if provider == "paypal" else "token"
+    original = getattr(simulators.payments.ids, name)
     used = []
 
     def once(*args: Any, **kwargs: Any) -> str:
@@ -387,7 +387,7 @@ def _next_id_is(monkeypatch: pytest.MonkeyPatch, provider: str, value: str) -> N
             return value
         return original(*args, **kwargs)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(simulators.payments, name, once)
+    monkeypatch.setattr(simulators.payments.ids, name, once)
 
 
 @pytest.mark.parametrize("provider", ["stripe", "paypal", "btcpay"])
