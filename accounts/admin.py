@@ -4,10 +4,15 @@ from typing import Any
 
 from allauth.account.admin import EmailAddressAdmin as BaseEmailAddressAdmin
 from allauth.account.models import EmailAddress
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db import models
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
+from . import services
 from .emails import NormalizedEmailField
 from .models import Account, User
 
@@ -29,6 +34,35 @@ class UserAdmin(BaseUserAdmin):
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
     formfield_overrides = NORMALIZED_EMAIL_FIELDS
+    actions = ["deactivate", "reactivate"]
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data:
+            # Sessions end and the user's keys leave (or return to) the relays.
+            services.set_active(user=obj, active=obj.is_active)
+
+    @admin.action(
+        description=_("Deactivate selected users (sign them out, suspend their keys)"),
+        permissions=["change"],
+    )
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        self._set_active(request, queryset, active=False)
+
+    @admin.action(description=_("Reactivate selected users"), permissions=["change"])
+    def reactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        self._set_active(request, queryset, active=True)
+
+    def _set_active(self, request: HttpRequest, queryset: QuerySet[User], *, active: bool) -> None:
+        users = list(queryset)
+        for user in users:
+            services.set_active(user=user, active=active)
+        message = (
+            gettext("Reactivated %(count)d user(s).")
+            if active
+            else gettext("Deactivated %(count)d user(s).")
+        )
+        self.message_user(request, message % {"count": len(users)}, messages.SUCCESS)
 
 
 admin.site.unregister(EmailAddress)

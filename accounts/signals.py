@@ -3,9 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models.signals import post_save
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from .models import Account, User
+
+# Sent with ``user`` and ``active`` (bool) by accounts.services.set_active, inside its
+# transaction: the apps above (which accounts cannot import) act on a user's deactivation or
+# reactivation, e.g. keys suspends or restores the user's API keys on every relay.
+active_changed = Signal()
 
 
 @receiver(post_save, sender=User)

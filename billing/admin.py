@@ -1,7 +1,28 @@
-from django.contrib import admin
+from __future__ import annotations
+
+import csv
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 
-from .models import LedgerEntry, UsageEvent
+from . import ledger, webhooks
+from . import payments as payment_services
+from . import vouchers as voucher_services
+from .models import (
+    BillingProfile,
+    LedgerEntry,
+    Payment,
+    PaymentAdjustment,
+    UsageEvent,
+    Voucher,
+    VoucherBatch,
+    WebhookEvent,
+)
+from .providers.base import ProviderError
 
 
 class ReadOnly(admin.ModelAdmin):
@@ -17,11 +38,74 @@ class ReadOnly(admin.ModelAdmin):
         return False
 
 
+class AdjustmentForm(forms.ModelForm):
+    """An operator's credit or debit, by the same service as `manage.py credit`."""
+
+    amount = forms.DecimalField(
+        label=_("Amount (USD)"),
+        max_digits=20,
+        decimal_places=9,
+        help_text=_("Positive credits the account; negative debits it."),
+    )
+    note = forms.CharField(
+        label=_("Note"),
+        max_length=500,
+        help_text=_("Why the balance changes; kept with the entry."),
+    )
+
+    class Meta:
+        model = LedgerEntry
+        fields = ["account", "amount", "note"]
+
+    def clean_amount(self) -> Any:
+        amount = self.cleaned_data["amount"]
+        if amount == 0:
+            raise forms.ValidationError(_("An adjustment moves money: give a non-zero amount."))
+        return amount
+
+
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnly):
+    """Entries are appended, never changed or deleted. Adding one is an operator adjustment
+    (kind "adjustment"), posted by billing.ledger and published to the relays after commit."""
+
+    form = AdjustmentForm
+    autocomplete_fields = ["account"]
     list_display = ("account", "seq", "kind", "amount", "balance_after", "reference", "created_at")
     list_filter = ("kind",)
     search_fields = ("account__user__email", "reference")
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return admin.ModelAdmin.has_add_permission(self, request)
+
+    def get_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        if obj is None:
+            return ["account", "amount", "note"]
+        return [f.name for f in LedgerEntry._meta.fields if f.name != "id"]
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return self.get_fields(request, obj) if obj is not None else ()
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra = {
+            "title": _("Credit or debit an account"),
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+        }
+        return super().add_view(request, form_url, {**extra, **(extra_context or {})})
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        data = form.cleaned_data
+        entry = ledger.post_entry(
+            account=data["account"],
+            amount=data["amount"],
+            kind=LedgerEntry.Kind.ADJUSTMENT,
+            reference="operator",
+            note=data["note"],
+        )
+        obj.pk, obj.seq, obj.balance_after = entry.pk, entry.seq, entry.balance_after
 
 
 class OverHoldFilter(admin.SimpleListFilter):
@@ -61,27 +145,7 @@ class UsageEventAdmin(ReadOnly):
     search_fields = ("request_id", "account__user__email")
 
 
-# -- payments, provider events and vouchers (issue 4) -------------------------------------------
-
-import csv  # noqa: E402
-from decimal import Decimal  # noqa: E402
-
-from django import forms  # noqa: E402
-from django.contrib import messages  # noqa: E402
-from django.http import HttpResponse  # noqa: E402
-
-from . import payments as payment_services  # noqa: E402
-from . import vouchers as voucher_services  # noqa: E402
-from . import webhooks  # noqa: E402
-from .models import (  # noqa: E402
-    BillingProfile,
-    Payment,
-    PaymentAdjustment,
-    Voucher,
-    VoucherBatch,
-    WebhookEvent,
-)
-from .providers.base import ProviderError  # noqa: E402
+# ---- payments, provider events and vouchers ----------------------------------------------
 
 
 class AdjustmentInline(admin.TabularInline):

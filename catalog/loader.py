@@ -1,8 +1,18 @@
-"""Loads the catalog data file into the database (idempotent) and publishes it to Redis."""
+"""Loads the catalog data file into the database (idempotent) and publishes it to Redis.
+
+The file and the admin both edit the catalog; each row records where its current values came
+from (``source``). A load adds what the database lacks and rewrites only rows whose values came
+from the file: a provider, model, route or current price last edited in the admin is kept (and
+reported), so admin edits survive ``make run`` restarts. ``reset`` makes the file win: its rows
+take the file's values again and a model's routes become the file's. A changed price in the
+file becomes a new price version only while the current version came from the file (with
+``reset``, whenever the current one came from the admin); a version is never edited.
+"""
 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -11,7 +21,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from . import sync
-from .models import Model, PriceVersion, Provider, Route
+from .models import Model, PriceVersion, Provider, Route, Source
+from .services import new_price_version
 
 MODEL_FIELDS = (
     "name",
@@ -28,7 +39,7 @@ MODEL_FIELDS = (
 )
 
 
-def _price(value: Any, where: str, places: int = 3, unit: str = "per 1M tokens") -> Decimal:
+def _price_value(value: Any, where: str, places: int = 3, unit: str = "per 1M tokens") -> Decimal:
     """A price the cost function applies without rounding: token prices to 3 decimals per 1M
     tokens, an image's to 9 (a nano-dollar), a second of audio's to 6 (a nano-dollar a ms)."""
     try:
@@ -40,67 +51,151 @@ def _price(value: Any, where: str, places: int = 3, unit: str = "per 1M tokens")
     return price
 
 
+@dataclass
+class Report:
+    providers: int = 0
+    models: int = 0
+    routes: int = 0
+    prices: int = 0  # new price versions
+    # Rows last edited in the admin whose values the file would have changed, kept as they are.
+    kept: list[str] = field(default_factory=list)
+
+
+def _apply(obj: Any, values: dict[str, Any]) -> bool:
+    """Sets ``values`` (by attribute name) on ``obj``; whether anything changed."""
+    changed = False
+    for name, value in values.items():
+        if getattr(obj, name) != value:
+            setattr(obj, name, value)
+            changed = True
+    return changed
+
+
+def _differs(obj: Any, values: dict[str, Any]) -> bool:
+    return any(getattr(obj, name) != value for name, value in values.items())
+
+
+def _write(
+    cls: type[Any],
+    identity: dict[str, Any],
+    values: dict[str, Any],
+    *,
+    reset: bool,
+    report: Report,
+    what: str,
+) -> Any:
+    """Creates the row, rewrites it if its values are the file's (or ``reset``), or keeps an
+    admin's edit (reported when the file says otherwise)."""
+    obj = cls.objects.select_for_update().filter(**identity).first()
+    if obj is None:
+        return cls.objects.create(**identity, **values, source=Source.FILE)
+    if obj.source == Source.FILE or reset:
+        if _apply(obj, values) or obj.source != Source.FILE:
+            obj.source = Source.FILE
+            obj.save()
+    elif _differs(obj, values):
+        report.kept.append(what)
+    return obj
+
+
 @transaction.atomic
-def load(path: Path) -> dict[str, int]:
+def load(path: Path, *, reset: bool = False) -> Report:
     data = tomllib.loads(path.read_text())
-    counts = {"providers": 0, "models": 0, "prices": 0}
+    report = Report()
     for slug, spec in data.get("providers", {}).items():
-        Provider.objects.update_or_create(
-            slug=slug,
-            defaults={
+        _write(
+            Provider,
+            {"slug": slug},
+            {
                 "name": spec["name"],
                 "api_shape": spec.get("api_shape", Provider.Shape.OPENAI),
                 "base_url": spec["base_url"],
                 "website": spec.get("website", ""),
                 "options": spec.get("options", {}),
             },
+            reset=reset,
+            report=report,
+            what=f"provider {slug}",
         )
-        counts["providers"] += 1
+        report.providers += 1
     for order, spec in enumerate(data.get("models", [])):
         model_id = spec["id"]
-        defaults = {field: spec[field] for field in MODEL_FIELDS if field in spec}
-        defaults["provider"] = Provider.objects.get(slug=spec["provider"])
-        defaults["sort_order"] = order
-        defaults["active"] = spec.get("active", True)
-        model, _ = Model.objects.update_or_create(id=model_id, defaults=defaults)
-        counts["models"] += 1
-        _routes(model, spec)
-        wanted = {
-            "input": _price(spec["input"], model_id),
-            "output": _price(spec.get("output", "0"), model_id),
-            "cached_input": (
-                _price(spec["cached_input"], model_id) if "cached_input" in spec else None
-            ),
-            "image": _price(spec.get("image", "0"), model_id, 9, "per image"),
-            "audio_second": _price(spec.get("audio_second", "0"), model_id, 6, "per second"),
-        }
-        current = model.price
-        if current is None or any(getattr(current, f) != v for f, v in wanted.items()):
-            PriceVersion.objects.create(
-                model=model, version=(current.version + 1) if current else 1, **wanted
-            )
-            counts["prices"] += 1
+        values = {name: spec[name] for name in MODEL_FIELDS if name in spec}
+        values["provider_id"] = Provider.objects.get(slug=spec["provider"]).pk
+        values["sort_order"] = order
+        values["active"] = spec.get("active", True)
+        model = _write(
+            Model,
+            {"id": model_id},
+            values,
+            reset=reset,
+            report=report,
+            what=f"model {model_id}",
+        )
+        report.models += 1
+        _routes(model, spec, reset=reset, report=report)
+        _price(model, spec, reset=reset, report=report)
     transaction.on_commit(sync.publish)
-    return counts
+    return report
 
 
-def _routes(model: Model, spec: dict[str, Any]) -> None:
-    """The file's routes for a model replace the ones in the database; without any, the
-    model is reached through its own provider."""
+def _routes(model: Model, spec: dict[str, Any], *, reset: bool, report: Report) -> None:
+    """The file's routes for a model (without any, the model is reached through its own
+    provider). Routes the file no longer lists go if they were the file's; the admin's stay,
+    unless ``reset``."""
     specs = spec.get("routes") or [
         {"provider": spec["provider"], "upstream_model": spec["upstream_model"]}
     ]
-    keep = []
-    for route in specs:
-        obj, _ = Route.objects.update_or_create(
-            model=model,
-            provider=Provider.objects.get(slug=route["provider"]),
-            upstream_model=route.get("upstream_model", model.upstream_model),
-            defaults={
-                "priority": int(route.get("priority", 0)),
-                "weight": int(route.get("weight", 1)),
-                "active": bool(route.get("active", True)),
+    listed = []
+    for route_spec in specs:
+        provider = Provider.objects.get(slug=route_spec["provider"])
+        upstream_model = route_spec.get("upstream_model", model.upstream_model)
+        route = _write(
+            Route,
+            {"model": model, "provider": provider, "upstream_model": upstream_model},
+            {
+                "priority": int(route_spec.get("priority", 0)),
+                "weight": int(route_spec.get("weight", 1)),
+                "active": bool(route_spec.get("active", True)),
             },
+            reset=reset,
+            report=report,
+            what=f"route {model.pk} via {provider.slug} ({upstream_model})",
         )
-        keep.append(obj.pk)
-    Route.objects.filter(model=model).exclude(pk__in=keep).delete()
+        if not route.in_file:
+            Route.objects.filter(pk=route.pk).update(in_file=True)
+        listed.append(route.pk)
+        report.routes += 1
+    others = Route.objects.filter(model=model).exclude(pk__in=listed)
+    if reset:
+        others.delete()
+    else:
+        others.filter(source=Source.FILE).delete()
+        others.update(in_file=False)
+
+
+def _price(model: Model, spec: dict[str, Any], *, reset: bool, report: Report) -> None:
+    model_id = model.pk
+    wanted = {
+        "input": _price_value(spec["input"], model_id),
+        "output": _price_value(spec.get("output", "0"), model_id),
+        "cached_input": (
+            _price_value(spec["cached_input"], model_id) if "cached_input" in spec else None
+        ),
+        "image": _price_value(spec.get("image", "0"), model_id, 9, "per image"),
+        "audio_second": _price_value(spec.get("audio_second", "0"), model_id, 6, "per second"),
+    }
+    current: PriceVersion | None = model.price
+    if current is None:
+        new = True
+    elif current.source == Source.FILE:
+        new = _differs(current, wanted)
+    elif reset:
+        new = True  # from now on the file's: a version of its own, even at the same prices
+    else:
+        new = False
+        if _differs(current, wanted):
+            report.kept.append(f"price of {model_id} (v{current.version})")
+    if new:
+        new_price_version(model=model, source=Source.FILE, **wanted)
+        report.prices += 1

@@ -1,12 +1,35 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any, ClassVar
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from core.pricing import Price
-from lib.money import MONEY
+from lib.money import MONEY, MaxPlaces
+from lib.secrets import EncryptedField
+
+
+class Source(models.TextChoices):
+    """Where a catalog row's current values came from. ``loadcatalog`` writes only rows whose
+    values came from the file (and adds what is missing); rows last edited in the admin are
+    kept until ``loadcatalog --reset``."""
+
+    FILE = "file", _("the catalog file")
+    ADMIN = "admin", _("the admin")
+
+
+def source_field() -> models.CharField[str, str]:
+    return models.CharField(
+        _("values from"),
+        max_length=10,
+        choices=Source.choices,
+        default=Source.FILE,
+        help_text=_("Values edited in the admin are kept when the catalog file is loaded."),
+    )
 
 
 class Provider(models.Model):
@@ -14,22 +37,43 @@ class Provider(models.Model):
         OPENAI = "openai", _("OpenAI-compatible")
         ANTHROPIC = "anthropic", _("Anthropic Messages")
 
+    # The fields the catalog file gives (see catalog.loader).
+    FILE_FIELDS: ClassVar[tuple[str, ...]] = ("name", "api_shape", "base_url", "website", "options")
+
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=100)
     api_shape = models.CharField(max_length=20, choices=Shape.choices, default=Shape.OPENAI)
     base_url = models.URLField(max_length=300)
-    # Operators may keep a key here; TP_PROVIDER_<SLUG>_API_KEY overrides it.
-    api_key = models.CharField(max_length=300, blank=True)
+    # Set in the admin, kept encrypted (TP_SECRETS_KEYS); TP_PROVIDER_<SLUG>_API_KEY overrides it.
+    api_key = EncryptedField(_("API key"), blank=True)
     website = models.URLField(blank=True)
     # Per-provider quirks of the API shape, read by the relay's adapter, e.g.
     # {"send_stream_options": false, "drop_params": ["seed"], "rename_params": {"a": "b"}}.
     options = models.JSONField(default=dict, blank=True)
+    source = source_field()
 
     def __str__(self) -> str:
         return self.name
 
 
 class Model(models.Model):
+    FILE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "name",
+        "provider",
+        "upstream_model",
+        "description",
+        "context_window",
+        "max_output_tokens",
+        "function_calling",
+        "json_mode",
+        "vision",
+        "embeddings",
+        "open_weights",
+        "aliases",
+        "active",
+        "sort_order",
+    )
+
     id = models.SlugField(primary_key=True, max_length=100)
     name = models.CharField(max_length=150)
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
@@ -45,6 +89,7 @@ class Model(models.Model):
     open_weights = models.BooleanField(default=False)
     active = models.BooleanField(default=True)
     sort_order = models.PositiveIntegerField(default=100)
+    source = source_field()
 
     class Meta:
         ordering = ["sort_order", "id"]
@@ -57,22 +102,52 @@ class Model(models.Model):
         return self.prices.order_by("-version").first()
 
 
+# Prices the cost function applies without rounding (catalog.loader checks the file the same way).
+PER_TOKENS: list[Callable[[Any], None]] = [MinValueValidator(Decimal(0)), MaxPlaces(3)]
+
+
 class PriceVersion(models.Model):
     """USD per 1M tokens, and per input image and second of input audio where a model charges
-    for them. A change of price adds a version; usage keeps the one it paid."""
+    for them. A change of price adds a version (catalog.services.add_price_version); a version
+    is never edited, and usage keeps the one it paid."""
+
+    PRICE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "input",
+        "output",
+        "cached_input",
+        "image",
+        "audio_second",
+    )
 
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="prices")
     version = models.PositiveIntegerField()
-    input = models.DecimalField(**MONEY)
-    output = models.DecimalField(**MONEY)
-    cached_input = models.DecimalField(**MONEY, null=True, blank=True)
+    input = models.DecimalField(
+        **MONEY, validators=PER_TOKENS, help_text=_("USD per 1M input tokens.")
+    )
+    output = models.DecimalField(
+        **MONEY, validators=PER_TOKENS, help_text=_("USD per 1M output tokens.")
+    )
+    cached_input = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=PER_TOKENS,
+        help_text=_("USD per 1M cached input tokens (empty: the input price)."),
+    )
     image = models.DecimalField(
-        **MONEY, default=Decimal(0), help_text=_("USD per input image (0: none).")
+        **MONEY,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text=_("USD per input image (0: none)."),
     )
     audio_second = models.DecimalField(
-        **MONEY, default=Decimal(0), help_text=_("USD per second of input audio (0: none).")
+        **MONEY,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0)), MaxPlaces(6)],
+        help_text=_("USD per second of input audio (0: none)."),
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    source = source_field()
 
     class Meta:
         constraints = [
@@ -99,12 +174,29 @@ class Route(models.Model):
     """One way to reach a model: the relay tries routes by priority (lower first), spreading
     load by weight within a priority, and moves on when one fails before its first byte."""
 
+    FILE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "model",
+        "provider",
+        "upstream_model",
+        "priority",
+        "weight",
+        "active",
+    )
+
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="routes")
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="routes")
     upstream_model = models.CharField(max_length=150)
-    priority = models.PositiveSmallIntegerField(default=0)
-    weight = models.PositiveSmallIntegerField(default=1)
+    priority = models.PositiveSmallIntegerField(
+        default=0, help_text=_("Lower first; the next priority is tried when these fail.")
+    )
+    weight = models.PositiveSmallIntegerField(
+        default=1, help_text=_("Share of the requests among routes of the same priority.")
+    )
     active = models.BooleanField(default=True)
+    source = source_field()
+    # Listed by the catalog file at its last load: such a route is switched off rather than
+    # deleted (loadcatalog would add it again).
+    in_file = models.BooleanField(_("in the catalog file"), default=False, editable=False)
 
     class Meta:
         ordering = ["model", "priority", "-weight", "pk"]

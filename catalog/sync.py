@@ -1,8 +1,14 @@
-"""Publishes the catalog (models, aliases, routes, current prices) to the relay's view."""
+"""Publishes the catalog (models, aliases, routes, current prices) to the relay's view.
+
+Provider API keys travel encrypted (``api_key_encrypted``, a Fernet token under
+``TP_SECRETS_KEYS``): the relay decrypts them once per catalog load, so Redis never holds one
+in plain text.
+"""
 
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -11,20 +17,31 @@ from django.db.models import Prefetch
 
 from core import state
 from lib.redis import client, evict
+from lib.secrets import box
 
 from .models import Model, Provider, Route
 
 DEMO_API_KEY = "demo"
 
 
+@lru_cache(maxsize=64)
+def _sealed(plain: str, keys: tuple[str, ...]) -> str:
+    """One token per key from the environment (the keys in the argument: a rotation seals
+    anew), not a fresh encryption for every route of every publication."""
+    return box().encrypt(plain)
+
+
 def provider_endpoint(provider: Provider) -> tuple[str, str, bool]:
-    """(base URL, API key, served by the demo upstream). The environment overrides the
-    database; in demo mode a provider without a key is answered by the demo upstream."""
+    """(base URL, the API key encrypted, served by the demo upstream). The environment
+    overrides the database; in demo mode a provider without a key is answered by the demo
+    upstream."""
     env = provider.slug.upper().replace("-", "_")
     base_url = os.environ.get(f"TP_PROVIDER_{env}_BASE_URL") or provider.base_url
-    api_key = os.environ.get(f"TP_PROVIDER_{env}_API_KEY") or provider.api_key
+    keys = tuple(settings.TP_SECRETS_KEYS)
+    from_env = os.environ.get(f"TP_PROVIDER_{env}_API_KEY")
+    api_key = _sealed(from_env, keys) if from_env else provider.api_key
     if not api_key and settings.TP_DEMO_UPSTREAM_URL:
-        return settings.TP_DEMO_UPSTREAM_URL, DEMO_API_KEY, True
+        return settings.TP_DEMO_UPSTREAM_URL, _sealed(DEMO_API_KEY, keys), True
     return base_url, api_key, False
 
 
@@ -34,7 +51,7 @@ def route_entry(route: Route) -> dict[str, Any]:
         "provider": route.provider.slug,
         "shape": route.provider.api_shape,
         "base_url": base_url.rstrip("/"),
-        "api_key": api_key,
+        "api_key_encrypted": api_key,
         "upstream_model": route.upstream_model,
         "priority": route.priority,
         "weight": route.weight,

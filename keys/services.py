@@ -36,9 +36,29 @@ def issue_key(
     return key, secret
 
 
+class RevokedKey(ValueError):
+    """A revoked key is read-only: nothing about it changes any more."""
+
+
+def _changeable(key: ApiKey) -> ApiKey:
+    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if not locked.is_active:
+        raise RevokedKey("a revoked key cannot be changed")
+    return locked
+
+
+@transaction.atomic
+def rename_key(*, key: ApiKey, name: str) -> ApiKey:
+    """The name is the owner's label only: the relays never see it, so nothing is pushed."""
+    key = _changeable(key)
+    key.name = name.strip()[:100] or key.name
+    key.save(update_fields=["name"])
+    return key
+
+
 @transaction.atomic
 def update_limits(*, key: ApiKey, limits: dict[str, Any]) -> ApiKey:
-    key = ApiKey.objects.select_for_update().get(pk=key.pk)
+    key = _changeable(key)
     for name, value in limits.items():
         if name in LIMIT_FIELDS:
             setattr(key, name, value)
@@ -109,6 +129,7 @@ def issue_management_key(*, account: Account, name: str) -> tuple[ManagementKey,
 
 
 def revoke_management_key(*, key: ManagementKey) -> None:
+    """For good: nothing clears ``revoked_at`` again."""
     ManagementKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
@@ -117,8 +138,11 @@ def revoke_management_key(*, key: ManagementKey) -> None:
 def management_key_for(secret: str) -> ManagementKey | None:
     if not keyformat.is_well_formed(secret, keyformat.MANAGEMENT_PREFIX):
         return None
+    # A deactivated user's management keys are refused with their sessions.
     return (
-        ManagementKey.objects.filter(digest=digest(secret), revoked_at__isnull=True)
+        ManagementKey.objects.filter(
+            digest=digest(secret), revoked_at__isnull=True, account__user__is_active=True
+        )
         .select_related("account__user")
         .first()
     )

@@ -28,9 +28,15 @@ def record(key: ApiKey) -> dict[str, object]:
     }
 
 
+def serves(key: ApiKey) -> bool:
+    """Whether the relays accept the key: not revoked, and its owner not deactivated (a
+    deactivated user's keys are suspended, and come back if the user is reactivated)."""
+    return key.is_active and key.account.user.is_active
+
+
 def push(key: ApiKey) -> None:
     r = client()
-    if key.is_active:
+    if serves(key):
         signals.publishing.send(sender=ApiKey, key=key, rebuild=False)
         r.set(state.key_record(key.digest), orjson.dumps(record(key)))
     else:
@@ -42,8 +48,8 @@ def push_all() -> int:
     r = client()
     pipe = r.pipeline(transaction=False)
     count = 0
-    for key in ApiKey.objects.all().iterator():
-        if key.is_active:
+    for key in ApiKey.objects.select_related("account__user").iterator():
+        if serves(key):
             signals.publishing.send(sender=ApiKey, key=key, rebuild=True)
             pipe.set(state.key_record(key.digest), orjson.dumps(record(key)))
             count += 1
@@ -52,7 +58,9 @@ def push_all() -> int:
     pipe.execute()
     # Drop records of keys the database no longer knows as active.
     active = set(
-        ApiKey.objects.filter(status=ApiKey.Status.ACTIVE).values_list("digest", flat=True)
+        ApiKey.objects.filter(
+            status=ApiKey.Status.ACTIVE, account__user__is_active=True
+        ).values_list("digest", flat=True)
     )
     stale = [
         name

@@ -5,6 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.utils.deconstruct import deconstructible
+from django.utils.translation import gettext_lazy as _
+
 # Every amount column: nine places, the nano-dollar the cost function rounds to.
 MONEY: dict[str, Any] = {"max_digits": 20, "decimal_places": 9}
 
@@ -18,3 +22,27 @@ def usd(value: Any) -> str:
     text = format(amount.normalize(), "f") if amount != 0 else "0"
     whole, _, frac = text.partition(".")
     return f"{whole}.{frac.ljust(2, '0')}"
+
+
+@deconstructible
+class MaxPlaces:
+    """At most ``places`` decimals, trailing zeros aside (a price the cost function applies
+    without rounding: 3 per 1M tokens, 9 per image, 6 per second of audio)."""
+
+    def __init__(self, places: int) -> None:
+        self.places = places
+
+    def __call__(self, value: Decimal | None) -> None:
+        if value is None:
+            return
+        exponent = value.normalize().as_tuple().exponent
+        if not isinstance(exponent, int) or exponent < -self.places:
+            raise ValidationError(
+                _("At most %(places)d decimal places."), params={"places": self.places}
+            )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MaxPlaces) and other.places == self.places
+
+    def __hash__(self) -> int:
+        return hash(self.places)

@@ -1,8 +1,8 @@
 """One settings module, read from the environment.
 
 Development defaults (DEBUG on, no DATABASE_URL) give an embedded set-up: SQLite and secrets
-under ``var/``. Production sets ``DEBUG=0`` and must give SECRET_KEY and TP_KEY_PEPPER (or their
-``*_FILE`` variants) explicitly.
+under ``var/``. Production sets ``DEBUG=0`` and must give SECRET_KEY, TP_KEY_PEPPER and
+TP_SECRETS_KEYS (or their ``*_FILE`` variants) explicitly.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+
+from core import secrets as secretbox
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("TP_VAR_DIR", BASE_DIR / "var"))
@@ -36,9 +39,10 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-def secret(name: str, *, generate: bool) -> str:
+def secret(name: str, *, generate: bool, make: Callable[[], str] | None = None) -> str:
     """From NAME, from the file named by NAME_FILE, or (development only) generated once into
-    var/ so that restarts keep sessions and key hashes valid."""
+    var/ (by ``make``, a random string by default) so that restarts keep sessions, key hashes
+    and encrypted provider keys valid."""
     value = os.environ.get(name)
     if value:
         return value
@@ -52,13 +56,23 @@ def secret(name: str, *, generate: bool) -> str:
         VAR_DIR.mkdir(parents=True, exist_ok=True)
         fd = os.open(stored, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
+            fh.write(make() if make else secrets.token_urlsafe(48))
     return stored.read_text().strip()
 
 
 DEBUG = envbool("DEBUG", True)
 SECRET_KEY = secret("SECRET_KEY", generate=DEBUG)
 TP_KEY_PEPPER = secret("TP_KEY_PEPPER", generate=DEBUG).encode()
+# Fernet keys for secrets at rest (provider API keys), comma-separated, newest first; the relay
+# reads the same variable. Never in the database. Rotation: `manage.py rotatesecrets`.
+try:
+    TP_SECRETS_KEYS = secretbox.parse_keys(
+        secret("TP_SECRETS_KEYS", generate=DEBUG, make=secretbox.generate_key)
+    )
+except secretbox.SecretError as _exc:
+    raise ImproperlyConfigured(str(_exc)) from None
+if not TP_SECRETS_KEYS:
+    raise ImproperlyConfigured("TP_SECRETS_KEYS (or TP_SECRETS_KEYS_FILE) holds no key")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost" if DEBUG else "")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
 

@@ -86,7 +86,7 @@ class Relay(Upstream):
                 if self.script_client is not None
                 else self.redis.register_script(source)
             )
-        self.views = Views(self.redis, self.config.pepper)
+        self.views = Views(self.redis, self.config.pepper, self.config.secrets_keys)
         await self.views.start()
         self.reporter = Reporter(
             self.config.broker_url,

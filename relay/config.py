@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import secrets
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -24,12 +26,37 @@ def _pepper(var_dir: Path) -> bytes:
         ) from None
 
 
+def _secrets_keys(var_dir: Path) -> tuple[str, ...]:
+    """The Fernet keys provider API keys are encrypted with (newest first), as the portal
+    reads them: TP_SECRETS_KEYS, TP_SECRETS_KEYS_FILE, or var/ in development."""
+    value = os.environ.get("TP_SECRETS_KEYS")
+    if not value:
+        path = os.environ.get("TP_SECRETS_KEYS_FILE")
+        stored = Path(path) if path else var_dir / "tp_secrets_keys"
+        try:
+            value = stored.read_text().strip()
+        except FileNotFoundError:
+            raise SystemExit(
+                "TP_SECRETS_KEYS is not set and var/tp_secrets_keys does not exist: run "
+                "`manage.py migrate` once (development) or set TP_SECRETS_KEYS."
+            ) from None
+    try:
+        keys = tuple(secrets.parse_keys(value))
+    except secrets.SecretError as exc:
+        raise SystemExit(str(exc)) from None
+    if not keys:
+        raise SystemExit("TP_SECRETS_KEYS holds no key")
+    return keys
+
+
 @dataclass(frozen=True)
 class Config:
     redis_url: str
     broker_url: str
     pepper: bytes
     spool_dir: Path
+    # Opens the provider API keys in the catalog (see core.secrets); none: keys stay closed.
+    secrets_keys: tuple[str, ...] = ()
     max_body_bytes: int = 32 * 1024 * 1024
     # Request bodies read or held at once by this process, in bytes (see Relay.read_body).
     body_budget_bytes: int = 512 * 1024 * 1024
@@ -54,6 +81,7 @@ class Config:
             redis_url=redis_url,
             broker_url=os.environ.get("CELERY_BROKER_URL", redis_url),
             pepper=_pepper(var_dir),
+            secrets_keys=_secrets_keys(var_dir),
             spool_dir=Path(os.environ.get("TP_SPOOL_DIR", var_dir / "spool")),
             max_body_bytes=int(os.environ.get("TP_RELAY_MAX_BODY_BYTES", 32 * 1024 * 1024)),
             body_budget_bytes=int(os.environ.get("TP_RELAY_BODY_BUDGET_BYTES", 512 * 1024 * 1024)),

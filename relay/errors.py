@@ -53,6 +53,10 @@ _SECRETISH = re.compile(
 )
 
 
-def scrub(text: str, limit: int = 500) -> str:
-    """An upstream's message without anything that could be a key, a URL or an address."""
+def scrub(text: str, limit: int = 500, secret: str = "") -> str:
+    """An upstream's message without anything that could be a key, a URL or an address, nor
+    ``secret`` (the provider key the request carried, whatever its shape) if an upstream
+    echoes it."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
     return _SECRETISH.sub("[redacted]", text)[:limit]

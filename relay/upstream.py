@@ -89,7 +89,11 @@ class Upstream(ClientSide, Holds):
                     if resp.status != 200:
                         raw = await resp.read()
                         error = self.upstream_error(
-                            resp.status, raw, resp.headers.get("Retry-After")
+                            resp.status,
+                            raw,
+                            resp.headers.get("Retry-After"),
+                            # (the demo upstream's key is no secret, and a common word)
+                            secret="" if req.route.get("demo") else req.route.get("api_key", ""),
                         )
                         if resp.status == 429 or resp.status >= 500:
                             raise Retryable(error)
@@ -140,8 +144,10 @@ class Upstream(ClientSide, Holds):
         req.done = True
         await send({"type": "http.response.body", "body": b""})
 
-    def upstream_error(self, status: int, raw: bytes, retry_after: str | None) -> RelayError:
-        message = scrub(openai_adapter.error_message(raw)) or "no details"
+    def upstream_error(
+        self, status: int, raw: bytes, retry_after: str | None, *, secret: str = ""
+    ) -> RelayError:
+        message = scrub(openai_adapter.error_message(raw), secret=secret) or "no details"
         if status in (400, 422):
             return RelayError(400, f"The upstream rejected the request: {message}")
         if status == 413:

@@ -3,6 +3,9 @@
 A record is cached until an eviction message names it. While the subscription is down the
 cache is bypassed (every lookup goes to Redis), so a missed message can never keep a revoked
 key alive; on every (re)subscription the cache is emptied for the same reason.
+
+Provider API keys arrive encrypted in the catalog and are decrypted here, once per load, into
+this process's memory only: requests read the plain key from the route, never decrypt.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from core import keyformat, state
+from core.secrets import SecretBox, SecretError
 
 log = logging.getLogger("relay")
 
@@ -22,9 +26,12 @@ MAX_CACHED_KEYS = 100_000
 
 
 class Views:
-    def __init__(self, redis: aioredis.Redis, pepper: bytes) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, pepper: bytes, secrets_keys: tuple[str, ...] = ()
+    ) -> None:
         self.redis = redis
         self.pepper = pepper
+        self.box = SecretBox(secrets_keys) if secrets_keys else None
         self.keys: dict[str, dict[str, Any] | None] = {}
         self.models: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
@@ -66,8 +73,37 @@ class Views:
     async def load_catalog(self) -> None:
         raw = await self.redis.get(state.CATALOG)
         data = orjson.loads(raw) if raw else {}
-        self.models = data.get("models", {})
+        models: dict[str, dict[str, Any]] = data.get("models", {})
+        self.open_keys(models)
+        self.models = models
         self.aliases = data.get("aliases", {})
+
+    def open_keys(self, models: dict[str, dict[str, Any]]) -> None:
+        """Each route's ``api_key_encrypted`` becomes its ``api_key``, each token decrypted
+        once. A key that cannot be opened leaves the route without one (the upstream refuses
+        it), and is logged by provider, never by value."""
+        opened: dict[str, str] = {}
+        for model in models.values():
+            for route in model.get("routes", []):
+                token = str(route.pop("api_key_encrypted", "") or "")
+                if token not in opened:
+                    opened[token] = self._decrypt(token, str(route.get("provider")))
+                route["api_key"] = opened[token]
+
+    def _decrypt(self, token: str, provider: str) -> str:
+        if not token:
+            return ""
+        if self.box is not None:
+            try:
+                return self.box.decrypt(token)
+            except SecretError:
+                pass
+        log.error(
+            "the API key of provider %s cannot be decrypted: is the key it was encrypted "
+            "with in TP_SECRETS_KEYS?",
+            provider,
+        )
+        return ""
 
     def _evict(self, message: str) -> None:
         self.generation += 1

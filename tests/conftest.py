@@ -116,6 +116,7 @@ def start_relay(tmp_path: Path, **env: str) -> RelayProcess:
         "REDIS_URL": settings.REDIS_URL,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "TP_KEY_PEPPER": settings.TP_KEY_PEPPER.decode(),
+        "TP_SECRETS_KEYS": ",".join(settings.TP_SECRETS_KEYS),
         "TP_SPOOL_DIR": str(spool),
         **env,
     }

@@ -206,6 +206,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Any) -> None:
         "DEBUG": "0",
         "SECRET_KEY": secrets.token_urlsafe(64),
         "TP_KEY_PEPPER": secrets.token_urlsafe(32),
+        "TP_SECRETS_KEYS": "eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXk=",  # 32 bytes of "y"
         "ALLOWED_HOSTS": "portal.example.com",
         "TP_VAR_DIR": str(tmp_path),
     }

@@ -321,6 +321,7 @@ def test_production_settings_refuse_the_simulators(tmp_path: Any) -> None:
         "DEBUG": "0",
         "SECRET_KEY": "x" * 50,
         "TP_KEY_PEPPER": "y" * 50,
+        "TP_SECRETS_KEYS": "eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXl5eXk=",  # 32 bytes of "y"
         "TP_VAR_DIR": str(tmp_path),
         "STRIPE_API_BASE": "http://127.0.0.1:8003/stripe",
     }

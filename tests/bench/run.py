@@ -42,6 +42,8 @@ BENCH_DB = "tokenpapa_bench"
 REDIS_DB = 7  # the benchmark's own Redis database, flushed at the start of every run
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
 PEPPER = "tokenpapa-bench-pepper"
+# The Fernet key provider API keys are encrypted with (base64 of 32 fixed bytes: not a secret).
+SECRETS_KEYS = "dG9rZW5wYXBhLWJlbmNoLXNlY3JldHMta2V5LTAwMDE="
 EMAIL = "bench@example.com"
 PASSWORD = "bench-password-not-secret"
 # A catalog model whose upstream name is in LiteLLM's built-in price map ("openai/gpt-4o"):
@@ -498,6 +500,7 @@ def world_env(upstream_url: str) -> dict[str, str]:
             "DEBUG": "0",
             "SECRET_KEY": "tokenpapa-bench-secret-key-not-secret",
             "TP_KEY_PEPPER": PEPPER,
+            "TP_SECRETS_KEYS": SECRETS_KEYS,
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
             "REDIS_URL": REDIS_URL,
             "CELERY_BROKER_URL": REDIS_URL,

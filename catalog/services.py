@@ -1,0 +1,158 @@
+"""The catalog's writes: providers, models, routes and price versions. The admin calls them (as
+the loader shares their rules); each publishes the catalog to the relays after commit, so an
+edit reaches every relay within a second (``catalog.sync.publish`` announces "catalog").
+
+A row saved here with values that differ from what it held is marked as the admin's
+(``Source.ADMIN``): ``loadcatalog`` keeps it until ``--reset``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db import models, transaction
+
+from core.secrets import SecretError, looks_encrypted
+from lib.secrets import box, encrypt
+
+from . import sync
+from .models import Model, PriceVersion, Provider, Route, Source
+
+
+def _publish_on_commit() -> None:
+    transaction.on_commit(sync.publish)
+
+
+def differs(old: models.Model, new: models.Model, fields: tuple[str, ...]) -> bool:
+    """Whether any of ``fields`` (foreign keys by their id) holds another value in ``new``."""
+    for name in fields:
+        field = type(old)._meta.get_field(name)
+        attname = getattr(field, "attname", name)
+        if getattr(old, attname) != getattr(new, attname):
+            return True
+    return False
+
+
+@transaction.atomic
+def save_provider(
+    *, provider: Provider, api_key: str | None = None, remove_api_key: bool = False
+) -> Provider:
+    """Saves the provider's fields. ``api_key``: a new key to store (encrypted); ``None`` keeps
+    the stored one; ``remove_api_key`` forgets it (the demo upstream answers, in demo mode)."""
+    old = Provider.objects.select_for_update().filter(pk=provider.pk).first()
+    if old is None or differs(old, provider, (*Provider.FILE_FIELDS, "slug")):
+        provider.source = Source.ADMIN
+    if remove_api_key:
+        provider.api_key = ""
+    elif api_key and api_key.strip():
+        provider.api_key = encrypt(api_key.strip())
+    elif old is not None:
+        provider.api_key = old.api_key  # write-only: what a form held is never written back
+    provider.save()
+    _publish_on_commit()
+    return provider
+
+
+@transaction.atomic
+def save_model(*, model: Model) -> Model:
+    """Saves a model. A new one gets a route through its own provider (as a model the catalog
+    file gives no routes); the relays serve it once it has a price version too."""
+    old = Model.objects.select_for_update().filter(pk=model.pk).first()
+    if old is None or differs(old, model, Model.FILE_FIELDS):
+        model.source = Source.ADMIN
+    model.save()
+    if old is None and not model.routes.exists():
+        Route.objects.create(
+            model=model,
+            provider=model.provider,
+            upstream_model=model.upstream_model,
+            source=Source.ADMIN,
+        )
+    _publish_on_commit()
+    return model
+
+
+@transaction.atomic
+def save_route(*, route: Route) -> Route:
+    old = Route.objects.select_for_update().filter(pk=route.pk).first()
+    if old is None or differs(old, route, Route.FILE_FIELDS):
+        route.source = Source.ADMIN
+    route.save()
+    _publish_on_commit()
+    return route
+
+
+class ListedInFile(ValueError):
+    """A route the catalog file lists: switch it off instead (loadcatalog would add it back)."""
+
+
+@transaction.atomic
+def delete_route(*, route: Route) -> None:
+    locked = Route.objects.select_for_update().filter(pk=route.pk).first()
+    if locked is None:
+        return
+    if locked.in_file:
+        raise ListedInFile(f"{locked} is listed in the catalog file: switch it off instead")
+    locked.delete()
+    _publish_on_commit()
+
+
+def new_price_version(*, model: Model, source: str, **prices: Any) -> PriceVersion:
+    """The next version of ``model``'s price (the previous + 1); the caller holds the model's
+    row lock and publishes. ``prices``: PriceVersion.PRICE_FIELDS (``cached_input`` None for
+    the input price, ``image`` and ``audio_second`` 0 when not charged)."""
+    last = model.prices.order_by("-version").values_list("version", flat=True).first()
+    values = {name: prices[name] for name in PriceVersion.PRICE_FIELDS if name in prices}
+    for name in ("image", "audio_second"):
+        if values.get(name) is None:
+            values[name] = Decimal(0)
+    return PriceVersion.objects.create(
+        model=model, version=(last or 0) + 1, source=source, **values
+    )
+
+
+@transaction.atomic
+def add_price_version(
+    *,
+    model: Model,
+    input: Decimal,
+    output: Decimal,
+    cached_input: Decimal | None = None,
+    image: Decimal = Decimal(0),
+    audio_second: Decimal = Decimal(0),
+) -> PriceVersion:
+    """A new current price for ``model``; older versions stay as they were (usage keeps the
+    version it was charged at)."""
+    locked = Model.objects.select_for_update().get(pk=model.pk)
+    price = new_price_version(
+        model=locked,
+        source=Source.ADMIN,
+        input=input,
+        output=output,
+        cached_input=cached_input,
+        image=image,
+        audio_second=audio_second,
+    )
+    _publish_on_commit()
+    return price
+
+
+@transaction.atomic
+def rotate_secrets() -> tuple[int, list[str]]:
+    """Every stored provider key re-encrypted under the newest key of TP_SECRETS_KEYS (the
+    older keys must still be listed, to open them), then the catalog published again. Returns
+    how many were re-encrypted and the slugs of those no configured key opens (left as they
+    are)."""
+    rotated, unopened = 0, []
+    for provider in Provider.objects.select_for_update().exclude(api_key="").order_by("slug"):
+        token = provider.api_key
+        try:
+            new = box().rotate(token) if looks_encrypted(token) else encrypt(token)
+        except SecretError:
+            unopened.append(provider.slug)
+            continue
+        Provider.objects.filter(pk=provider.pk).update(api_key=new)
+        rotated += 1
+    _publish_on_commit()
+    return rotated, unopened
