@@ -80,6 +80,15 @@ def delivered(sim: RunningSimulator, type_: str, count: int = 1) -> list[dict[st
     return wait_until(done, timeout=20)  # type: ignore[no-any-return]
 
 
+def all_delivered(sim: RunningSimulator) -> None:
+    """Wait until every event the simulator sent during this test had a 2xx answer."""
+
+    def done() -> bool:
+        return all(any(200 <= s < 300 for s in e["deliveries"]) for e in sim_events(sim))
+
+    wait_until(done, timeout=20)
+
+
 def stripe_sign(body: str, secret: str = STRIPE_SECRET, stamp: int | None = None) -> str:
     stamp = int(time.time()) if stamp is None else stamp
     mac = hmac.new(secret.encode(), f"{stamp}.{body}".encode(), hashlib.sha256).hexdigest()

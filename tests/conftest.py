@@ -1,8 +1,10 @@
 """Shared fixtures: the real PostgreSQL (pytest-django's test database), the real Redis, the
-demo upstream, the relay as its own process, and a real Celery worker consuming the queue."""
+demo upstream, the relay as its own process, a real Celery worker consuming the queue, and the
+people in the stories (alice, bob and the operator)."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -12,13 +14,17 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis as redis_lib
 from hypothesis import settings as hypothesis_settings
 from playwright.sync_api import Browser, Page, sync_playwright
+
+if TYPE_CHECKING:
+    from django.test import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -208,17 +214,134 @@ def worker(transactional_db: None) -> Iterator[Any]:
         yield w
 
 
-@pytest.fixture
-def make_user(transactional_db: None) -> Any:
+def publish_catalog(relay: RelayProcess) -> None:
+    """Publishes the catalog and waits until the relay has reloaded it (on the pub/sub message).
+
+    Routes, prices and upstream URLs cannot be seen from outside a relay, so this publication
+    also gives one model an alias that no earlier one had: a relay that answers to that alias
+    holds this publication, since it reloads the catalog whole."""
+    import urllib.error
+    import urllib.request
+
+    from catalog.models import Model
+    from catalog.sync import publish, snapshot
+
+    marker = f"published-{time.time_ns()}"
+    model = Model.objects.get(id=next(iter(snapshot()["models"])))
+    Model.objects.filter(pk=model.pk).update(aliases=[*model.aliases, marker])
+    publish()
+
+    def reloaded() -> bool:
+        try:
+            with urllib.request.urlopen(f"{relay.base_url}/models/{marker}", timeout=5):
+                return True
+        except urllib.error.HTTPError:
+            return False
+
+    wait_until(reloaded)
+
+
+# ---- the people in the stories ----------------------------------------------------------------
+#
+# Made as an operator makes people (`manage.py adduser`, `manage.py credit`), each verified and
+# signing in with PASSWORD:
+#
+# - alice, a customer with $10 on her balance (ALICE_STARTS_WITH): most stories are hers;
+# - bob, another customer, who has paid nothing ($0): he must never see or touch anything of
+#   alice's, so that a leak between accounts is a one-line test;
+# - operator, who runs the site: staff and superuser, for the admin.
+#
+# A story that needs other money says so in the test, e.g. ``credit(alice, 40)``.
+
+PASSWORD = "correct horse battery staple"
+ALICE_STARTS_WITH = Decimal("10")
+
+
+def credit(user: Any, amount: Decimal | int | str) -> None:
+    """An operator's adjustment to the user's balance, by `manage.py credit` (negative debits)."""
     from django.core.management import call_command
 
-    def make(email: str, password: str = "correct horse battery staple") -> Any:
+    call_command("credit", user.email, str(amount), stdout=io.StringIO())
+
+
+def signed_in(user: Any, *, csrf: bool = False) -> Client:
+    """A browser of the user's, signed in through the login form with PASSWORD (a fresh
+    authentication, as the form records it); with ``csrf``, one that sends no CSRF token
+    unless the test does."""
+    from django.test import Client
+    from django.urls import reverse
+
+    client = Client()
+    response = client.post(reverse("account_login"), {"login": user.email, "password": PASSWORD})
+    assert response.status_code == 302
+    if csrf:
+        strict = Client(enforce_csrf_checks=True)
+        strict.cookies = client.cookies
+        return strict
+    return client
+
+
+def reauthenticated(client: Client) -> Client:
+    """Confirms the password again, as sensitive pages ask."""
+    from django.urls import reverse
+
+    response = client.post(reverse("account_reauthenticate"), {"password": PASSWORD})
+    assert response.status_code == 302
+    return client
+
+
+@pytest.fixture
+def make_user(transactional_db: None) -> Any:
+    """Makes a verified user with ``manage.py adduser`` (``staff``: ``--staff``, a superuser)."""
+    from django.core.management import call_command
+
+    def make(email: str, password: str = PASSWORD, *, staff: bool = False) -> Any:
         from django.contrib.auth import get_user_model
 
-        call_command("adduser", email, "--password", password, stdout=open(os.devnull, "w"))
+        extra = ["--staff"] if staff else []
+        call_command("adduser", email, "--password", password, *extra, stdout=io.StringIO())
         return get_user_model().objects.get(email=email)
 
     return make
+
+
+@pytest.fixture
+def alice(make_user: Any) -> Any:
+    """A customer with $10 (ALICE_STARTS_WITH), credited by the operator."""
+    user = make_user("alice@example.com")
+    credit(user, ALICE_STARTS_WITH)
+    return user
+
+
+@pytest.fixture
+def alice_key(alice: Any) -> str:
+    """The secret of alice's key "laptop" (tp-sk-...), as the page shows it to her once."""
+    from keys.services import issue_key
+
+    _, secret = issue_key(account=alice.account, name="laptop")
+    return secret
+
+
+@pytest.fixture
+def alice_client(alice: Any) -> Client:
+    """Alice's browser, signed in (by her session alone, without the login form)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def bob(make_user: Any) -> Any:
+    """Another customer, with nothing on his balance."""
+    return make_user("bob@example.com")
+
+
+@pytest.fixture
+def operator(make_user: Any) -> Any:
+    """The operator: staff and superuser, made with ``manage.py adduser --staff``."""
+    return make_user("operator@example.com", staff=True)
 
 
 # ---- browser tests: Debian's Chromium driven by Playwright ------------------------------------

@@ -3,7 +3,6 @@ headers and production settings."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import secrets
@@ -11,10 +10,8 @@ import subprocess
 import sys
 from typing import Any
 
-import pytest
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -22,20 +19,8 @@ from billing.models import LedgerEntry
 from keys.models import ApiKey
 from keys.services import issue_key
 
-from .conftest import ROOT
-from .test_keys import PASSWORD, reauthenticated, redis_record, signed_in
-
-
-@pytest.fixture
-def alice(make_user: Any) -> Any:
-    user = make_user("alice@example.com", PASSWORD)
-    call_command("credit", "alice@example.com", "7.25", stdout=io.StringIO())
-    return user
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob@example.com", PASSWORD)
+from .conftest import PASSWORD, ROOT, reauthenticated, signed_in
+from .test_keys import redis_record
 
 
 def test_a_new_session_id_at_login(alice: Any) -> None:
@@ -101,9 +86,9 @@ def test_export_needs_a_fresh_password_and_holds_no_secret(alice: Any, catalog: 
     raw = b"".join(response.streaming_content).decode()
     data = json.loads(raw)
     assert data["account"]["email"] == "alice@example.com"
-    assert data["account"]["balance"] == "7.250000000"
+    assert data["account"]["balance"] == "10.000000000"
     assert data["api_keys"][0]["name"] == "laptop"
-    assert [e["amount"] for e in data["ledger"]] == ["7.250000000"]
+    assert [e["amount"] for e in data["ledger"]] == ["10.000000000"]
     assert data["usage"] == []
     assert secret not in raw and key.digest not in raw
 
@@ -111,7 +96,8 @@ def test_export_needs_a_fresh_password_and_holds_no_secret(alice: Any, catalog: 
 def test_bob_cannot_export_alices_data(alice: Any, bob: Any) -> None:
     client = reauthenticated(signed_in(bob))
     raw = b"".join(client.get(reverse("account_export")).streaming_content).decode()
-    assert "alice@example.com" not in raw and "7.25" not in raw
+    assert "alice@example.com" not in raw and "10.000000000" not in raw  # her balance, her credit
+    assert json.loads(raw)["ledger"] == []
 
 
 def test_deleting_an_account_revokes_keys_erases_data_and_keeps_the_ledger(
@@ -120,7 +106,7 @@ def test_deleting_an_account_revokes_keys_erases_data_and_keeps_the_ledger(
     key, _ = issue_key(account=alice.account, name="laptop")
     client = signed_in(alice)
     page = client.get(reverse("account_data")).content.decode()
-    assert "$7.25" in page  # the balance is shown before confirming
+    assert "$10.00" in page  # the balance is shown before confirming
     reauthenticated(client)
     assert (
         client.post(reverse("account_delete"), {"confirm": "wrong@example.com"}).status_code == 302

@@ -3,7 +3,6 @@ the same second factor as everyone, and the admin's own form takes no password a
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from typing import Any
@@ -11,13 +10,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from allauth.mfa.totp.internal.auth import TOTP, format_hotp_value, hotp_value
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from playwright.sync_api import Page, expect
 
-PASSWORD = "a long and unguessable passphrase"
+from .conftest import PASSWORD
+
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 ADMIN = "/admin/"
 
@@ -26,29 +24,12 @@ def totp_code(secret: str = SECRET) -> str:
     return format_hotp_value(hotp_value(secret, int(time.time()) // 30))
 
 
-def add_user(email: str, *, staff: bool = False) -> Any:
-    extra = ["--staff"] if staff else []
-    call_command("adduser", email, "--password", PASSWORD, *extra, stdout=io.StringIO())
-    return get_user_model().objects.get(email=email)
-
-
 @pytest.fixture
-def root(transactional_db: None) -> Any:
-    """A superuser with an authenticator app."""
-    user = add_user("root@example.com", staff=True)
+def root(make_user: Any) -> Any:
+    """Another superuser, with an authenticator app (the operator has no second factor)."""
+    user = make_user("root@example.com", staff=True)
     TOTP.activate(user, SECRET)
     return user
-
-
-@pytest.fixture
-def ops(transactional_db: None) -> Any:
-    """Staff without a second factor."""
-    return add_user("ops@example.com", staff=True)
-
-
-@pytest.fixture
-def alice(transactional_db: None) -> Any:
-    return add_user("alice@example.com")
 
 
 def signed_in_user(client: Client) -> Any:
@@ -71,8 +52,9 @@ def portal_login(
     )
 
 
-def test_the_admins_own_login_form_signs_no_one_in(root: Any, ops: Any) -> None:
-    for user in (root, ops):  # with a second factor or without: a password alone is never enough
+def test_the_admins_own_login_form_signs_no_one_in(root: Any, operator: Any) -> None:
+    # With a second factor or without: a password alone is never enough.
+    for user in (root, operator):
         client = Client()
         admin_login_by_password(client, user.email)
         assert signed_in_user(client) is None
@@ -105,12 +87,12 @@ def test_staff_with_an_authenticator_pass_its_stage_before_the_admin(root: Any) 
     assert page.status_code == 200 and "Site administration" in page.content.decode()
 
 
-def test_next_brings_staff_back_to_the_admin_page_they_asked_for(ops: Any) -> None:
+def test_next_brings_staff_back_to_the_admin_page_they_asked_for(operator: Any) -> None:
     client = Client()
     users = reverse("admin:accounts_user_changelist")
     to_admin_login = client.get(users)["Location"]
     to_login = client.get(to_admin_login)["Location"]
-    response = client.post(to_login, {"login": ops.email, "password": PASSWORD})
+    response = client.post(to_login, {"login": operator.email, "password": PASSWORD})
     assert response["Location"] == users
     assert client.get(users).status_code == 200
     # Signed in, the admin's login URL sends staff on to where they were going, or the index.
@@ -120,13 +102,13 @@ def test_next_brings_staff_back_to_the_admin_page_they_asked_for(ops: Any) -> No
 
 
 def test_signed_in_staff_cannot_become_other_staff_by_password_at_the_admins_login(
-    root: Any, ops: Any
+    root: Any, operator: Any
 ) -> None:
     client = Client()
-    portal_login(client, ops.email)
-    assert signed_in_user(client) == str(ops.pk)
+    portal_login(client, operator.email)
+    assert signed_in_user(client) == str(operator.pk)
     admin_login_by_password(client, root.email)  # root has a second factor: no way round it
-    assert signed_in_user(client) == str(ops.pk)
+    assert signed_in_user(client) == str(operator.pk)
 
 
 def test_a_signed_in_user_who_is_not_staff_gets_no_admin(alice: Any) -> None:
@@ -147,13 +129,18 @@ def the_login_the_admin_leads_to(client: Client) -> str:
     return url
 
 
-def test_failed_admin_logins_are_throttled_like_the_portals(ops: Any) -> None:
+def test_failed_admin_logins_are_throttled_like_the_portals(operator: Any) -> None:
     client = Client()
     login = the_login_the_admin_leads_to(client)
 
     def attempt(password: str) -> Any:
         # The field names of both forms, so that this is a fair test of whichever one it is.
-        data = {"login": ops.email, "username": ops.email, "password": password, "next": ADMIN}
+        data = {
+            "login": operator.email,
+            "username": operator.email,
+            "password": password,
+            "next": ADMIN,
+        }
         return client.post(login, data)
 
     failures = [attempt("wrong").status_code for _ in range(6)]
@@ -166,14 +153,20 @@ def test_failed_admin_logins_are_throttled_like_the_portals(ops: Any) -> None:
     assert signed_in_user(client) is None and client.get(ADMIN).status_code == 302
 
 
-def test_the_throttle_counts_per_address_however_the_address_is_spelt(ops: Any) -> None:
-    # Each spelling folds to ops@example.com (fullwidth letters and dot in the domain), and none
-    # equals another in lower case: were the limit keyed on the input, each would start afresh.
-    spellings = ["ops@ｅxample.com", "ops@eｘample.com", "ops@exａmple.com", "ops@example．com"]
+def test_the_throttle_counts_per_address_however_the_address_is_spelt(operator: Any) -> None:
+    # Each spelling folds to operator@example.com (fullwidth letters and dot in the domain), and
+    # none equals another in lower case: were the limit keyed on the input, each would start
+    # afresh.
+    spellings = [
+        "operator@ｅxample.com",
+        "operator@eｘample.com",
+        "operator@exａmple.com",
+        "operator@example．com",
+    ]
     for spelling in spellings * 2:
         portal_login(Client(), spelling, "wrong")  # a new session each time: only the address
     client = Client()
-    response = portal_login(client, "ops@examｐle.com")
+    response = portal_login(client, "operator@examｐle.com")
     assert response.status_code in (200, 429) and signed_in_user(client) is None
 
 

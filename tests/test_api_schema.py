@@ -70,7 +70,7 @@ schema = _load_schema()
 
 
 @pytest.fixture
-def management_key(make_user: Any) -> str:
+def management_key(alice: Any) -> str:
     """A management key of alice's, whose account has two API keys to look at, in a catalog
     with two models a key may be limited to."""
     provider = Provider.objects.create(
@@ -78,7 +78,6 @@ def management_key(make_user: Any) -> str:
     )
     for model_id in MODEL_IDS:
         Model.objects.create(id=model_id, name=model_id, provider=provider, upstream_model="m")
-    alice = make_user("alice@example.com")
     for name in ("first", "second"):
         issue_key(account=alice.account, name=name)
     return issue_management_key(account=alice.account, name="schemathesis")[1]

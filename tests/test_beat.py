@@ -23,7 +23,7 @@ from core import state
 from keys.services import issue_key
 from portal.celery import app
 
-from .conftest import start_relay, wait_until
+from .conftest import credit, start_relay, wait_until
 from .test_relay import chat
 
 
@@ -140,7 +140,7 @@ def test_a_hold_left_by_a_relay_that_died_is_released_by_the_beat_job(
     settings: Any,
 ) -> None:
     user = make_user("ida@example.com")
-    call_command("credit", "ida@example.com", "1", stdout=io.StringIO())
+    credit(user, 1)
     _, secret = issue_key(account=user.account, name="dies")
     account_id = user.account.pk
     posted = sync.figures(account_id)["posted"]

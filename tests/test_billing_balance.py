@@ -23,10 +23,10 @@ from billing.models import BillingProfile, LedgerEntry, Payment, Voucher
 
 from .billing_fixtures import follow_pay_page, payments_on, sim, sim_post
 from .conftest import wait_until
-from .test_billing_topups import alice, alice_client, confirmed, start
+from .test_billing_topups import confirmed, start
 
 # pytest finds these fixtures by name in this module.
-FIXTURES = (payments_on, sim, alice, alice_client)
+FIXTURES = (payments_on, sim)
 
 
 def debit(account: Any, amount: str) -> None:
@@ -48,20 +48,17 @@ def debit(account: Any, amount: str) -> None:
 # -- vouchers -------------------------------------------------------------------------------------
 
 
-def test_makevouchers_prints_codes_that_redeem_once(make_user: Any) -> None:
+def test_makevouchers_prints_codes_that_redeem_once(alice: Any, alice_client: Client) -> None:
     out = io.StringIO()
     call_command("makevouchers", "7.50", "3", "--name", "launch", stdout=out, stderr=io.StringIO())
     codes = out.getvalue().split()
     assert len(codes) == 3 and all(len(c) == 19 for c in codes)
-    alice = make_user("alice@example.com")
-    client = Client()
-    client.force_login(alice)
-    response = client.post(reverse("billing_redeem_voucher"), {"code": codes[0].lower()})
+    response = alice_client.post(reverse("billing_redeem_voucher"), {"code": codes[0].lower()})
     assert response.status_code == 302
-    assert ledger.balance(alice.account) == Decimal("7.5")
-    again = client.post(reverse("billing_redeem_voucher"), {"code": codes[0]})
+    assert ledger.balance(alice.account) == Decimal("17.5")  # her $10 and the voucher's $7.50
+    again = alice_client.post(reverse("billing_redeem_voucher"), {"code": codes[0]})
     assert again.status_code == 400 and b"already been used" in again.content
-    assert ledger.balance(alice.account) == Decimal("7.5")
+    assert ledger.balance(alice.account) == Decimal("17.5")
 
 
 def test_a_code_raced_by_twenty_users_credits_once(make_user: Any) -> None:
@@ -90,8 +87,7 @@ def test_a_code_raced_by_twenty_users_credits_once(make_user: Any) -> None:
     assert LedgerEntry.objects.filter(kind="voucher").count() == 1
 
 
-def test_expired_and_unknown_codes_credit_nothing_and_guessing_is_slowed(make_user: Any) -> None:
-    alice = make_user("alice@example.com")
+def test_expired_and_unknown_codes_credit_nothing_and_guessing_is_slowed(alice: Any) -> None:
     batch = vouchers.make_batch(
         name="old", amount=Decimal("5"), count=1, expires_at=timezone.now() - timedelta(days=1)
     )
@@ -103,7 +99,7 @@ def test_expired_and_unknown_codes_credit_nothing_and_guessing_is_slowed(make_us
     fresh = vouchers.make_batch(name="new", amount=Decimal("5"), count=1).vouchers.get()
     with pytest.raises(vouchers.VoucherError, match="Too many"):
         vouchers.redeem(account=alice.account, code=fresh.code)
-    assert ledger.balance(alice.account) == 0
+    assert ledger.balance(alice.account) == Decimal("10")  # only the $10 she had
     assert not Voucher.objects.filter(redeemed_by__isnull=False).exists()
 
 
@@ -121,9 +117,7 @@ def test_signup_credit_is_a_ledger_entry(make_user: Any, settings: Any) -> None:
 # -- low balance ----------------------------------------------------------------------------------
 
 
-def test_the_low_balance_email_goes_once_per_crossing(make_user: Any) -> None:
-    alice = make_user("alice@example.com")
-    ledger.credit(account=alice.account, amount=Decimal("10"), kind="adjustment")
+def test_the_low_balance_email_goes_once_per_crossing(alice: Any) -> None:
     profile = profile_of(alice.account)
     profile.low_balance_threshold = Decimal("5")
     profile.save()
@@ -131,7 +125,7 @@ def test_the_low_balance_email_goes_once_per_crossing(make_user: Any) -> None:
     def low_emails() -> int:
         return sum("balance is low" in m.subject for m in mail.outbox)
 
-    for cost in ["3", "3", "1", "1"]:  # 7, 4 (crossing), 3, 2
+    for cost in ["3", "3", "1", "1"]:  # from her $10: 7, 4 (crossing), 3, 2
         debit(alice.account, cost)
         alerts.check_balance(alice.account.pk)
     assert low_emails() == 1
@@ -143,14 +137,12 @@ def test_the_low_balance_email_goes_once_per_crossing(make_user: Any) -> None:
 
 
 def test_usage_recording_queues_the_check_only_for_watched_accounts(
-    make_user: Any, worker: Any
+    alice: Any, worker: Any
 ) -> None:
-    alice = make_user("alice@example.com")
-    ledger.credit(account=alice.account, amount=Decimal("10"), kind="adjustment")
     profile = profile_of(alice.account)
     profile.low_balance_threshold = Decimal("5")
     profile.save()
-    debit(alice.account, "6")  # the worker's task sends the email
+    debit(alice.account, "6")  # 4 left of her $10: the worker's task sends the email
     wait_until(lambda: any("balance is low" in m.subject for m in mail.outbox), timeout=15)
 
 
@@ -188,7 +180,7 @@ def saved_card(payments_on: Any, alice: Any, alice_client: Client) -> BillingPro
 def test_auto_top_up_charges_the_saved_card_off_session(
     payments_on: Any, alice: Any, saved_card: BillingProfile
 ) -> None:
-    debit(alice.account, "6")  # 4 available, below 5
+    debit(alice.account, "16")  # of her $10 and the $10 topped up, 4 available: below 5
     alerts.check_balance(alice.account.pk)
     auto = Payment.objects.get(auto=True)
     assert auto.status == "confirmed" and auto.credited == Decimal("20")
@@ -204,7 +196,7 @@ def test_auto_top_up_switches_off_after_three_failures_and_tells_the_user(
     payments_on: Any, alice: Any, saved_card: BillingProfile
 ) -> None:
     sim_post(payments_on, f"/stripe/_sim/customers/{saved_card.stripe_customer_id}/decline")
-    debit(alice.account, "6")
+    debit(alice.account, "16")  # 4 available, below 5
     for _ in range(5):
         alerts.check_balance(alice.account.pk)
     saved_card.refresh_from_db()
@@ -220,7 +212,7 @@ def test_auto_top_up_switches_off_after_three_failures_and_tells_the_user(
 
 
 def test_a_receipt_has_both_parties_details_as_a_page_and_a_pdf(
-    payments_on: Any, alice: Any, alice_client: Client, settings: Any, make_user: Any
+    payments_on: Any, alice: Any, alice_client: Client, settings: Any, bob: Any
 ) -> None:
     settings.TP_COMPANY_NAME = "Papa Tokens GmbH"
     settings.TP_COMPANY_ADDRESS = "Hauptstraße 1\n10115 Berlin"
@@ -254,9 +246,9 @@ def test_a_receipt_has_both_parties_details_as_a_page_and_a_pdf(
         assert expected in text
     pdf = alice_client.get(reverse("billing_receipt_pdf", args=[payment.uuid]))
     assert pdf["Content-Type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
-    bob = Client()
-    bob.force_login(make_user("bob@example.com"))
-    assert bob.get(reverse("billing_receipt", args=[payment.uuid])).status_code == 404
+    bob_client = Client()
+    bob_client.force_login(bob)
+    assert bob_client.get(reverse("billing_receipt", args=[payment.uuid])).status_code == 404
     unpaid = start(alice_client, "btcpay")
     assert alice_client.get(reverse("billing_receipt_pdf", args=[unpaid.uuid])).status_code == 404
 
@@ -264,16 +256,12 @@ def test_a_receipt_has_both_parties_details_as_a_page_and_a_pdf(
 # -- usage recording ------------------------------------------------------------------------------
 
 
-def test_recorded_usage_rows_hold_exactly_what_the_events_said(
-    make_user: Any, catalog: None
-) -> None:
+def test_recorded_usage_rows_hold_exactly_what_the_events_said(alice: Any, catalog: None) -> None:
     """Rows go in by COPY: every column comes from the event (or the ledger), none is lost or
     shifted, an unknown key is kept as no key, and a failed request links to no debit."""
     from billing.models import UsageEvent
     from keys.services import issue_key
 
-    alice = make_user("alice@example.com")
-    ledger.credit(account=alice.account, amount=Decimal("10"), kind="adjustment")
     api_key, _ = issue_key(account=alice.account, name="ci")
     started = timezone.now().timestamp()
     common = {"account": alice.account.pk, "model": "mistral-small", "started_at": started}

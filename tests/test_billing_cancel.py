@@ -14,14 +14,16 @@ from playwright.sync_api import Page, expect
 from billing.models import Payment
 
 from .billing_fixtures import follow_pay_page, payments_on, sim
-from .test_billing_topups import alice, alice_client, start, topups
+from .test_billing_topups import start, topups
 from .test_browser_billing import PASSWORD, in_chromium
 
 # pytest finds these fixtures by name in this module.
-FIXTURES = (payments_on, sim, alice, alice_client)
+FIXTURES = (payments_on, sim)
 
 
 def csrf_client(user: Any) -> Client:
+    """Signed in, and sending no CSRF token unless the test does (alice_client skips the
+    check, so it posts the top-up's two steps)."""
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     return client
@@ -57,17 +59,21 @@ def test_it_lands_the_providers_cancel_redirect_on_a_page_that_changes_nothing(
     assert status_of(payment) == "created"
 
 
-def test_it_refuses_a_cancellation_without_a_csrf_token(payments_on: Any, alice: Any) -> None:
+def test_it_refuses_a_cancellation_without_a_csrf_token(
+    payments_on: Any, alice: Any, alice_client: Client
+) -> None:
     client = csrf_client(alice)
-    payment = start(client_for_start(alice), "stripe")
+    payment = start(alice_client, "stripe")
     response = client.post(cancel_url(payment))
     assert response.status_code == 403
     assert status_of(payment) == "created"
 
 
-def test_it_cancels_on_a_post_with_a_csrf_token(payments_on: Any, alice: Any) -> None:
+def test_it_cancels_on_a_post_with_a_csrf_token(
+    payments_on: Any, alice: Any, alice_client: Client
+) -> None:
     client = csrf_client(alice)
-    payment = start(client_for_start(alice), "stripe")
+    payment = start(alice_client, "stripe")
     token = form_token(client.get(cancel_url(payment)).content.decode())
     response = client.post(cancel_url(payment), {"csrfmiddlewaretoken": token}, follow=True)
     assert response.status_code == 200
@@ -101,21 +107,14 @@ def test_it_offers_no_cancellation_of_a_paid_top_up(
 
 
 def test_another_user_cannot_cancel_alices_payment(
-    payments_on: Any, alice_client: Client, make_user: Any
+    payments_on: Any, alice_client: Client, bob: Any
 ) -> None:
     payment = start(alice_client, "stripe")
-    bob = Client()
-    bob.force_login(make_user("bob@example.com"))
-    assert bob.get(cancel_url(payment)).status_code == 404
-    assert bob.post(cancel_url(payment)).status_code == 404
+    bob_client = Client()
+    bob_client.force_login(bob)
+    assert bob_client.get(cancel_url(payment)).status_code == 404
+    assert bob_client.post(cancel_url(payment)).status_code == 404
     assert status_of(payment) == "created"
-
-
-def client_for_start(user: Any) -> Client:
-    """The top-up's two steps posted by a client that skips CSRF, as the other tests do."""
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 # -- in Chromium: the provider's Cancel button, then ours ---------------------------------------

@@ -29,18 +29,6 @@ from .conftest import wait_until
 FIXTURES = (payments_on, sim)
 
 
-@pytest.fixture
-def alice(make_user: Any) -> Any:
-    return make_user("alice@example.com")
-
-
-@pytest.fixture
-def alice_client(alice: Any) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
 def start(client: Client, provider: str, amount: str = "10", save_card: bool = False) -> Payment:
     """The two steps of the billing page: the quote, then "Continue to ..."."""
     quote = client.post(
@@ -115,9 +103,9 @@ def test_a_card_top_up_credits_once(payments_on: Any, alice: Any, alice_client: 
     assert payment.credited == Decimal("10.00")
     assert payment.provider_payment_id.startswith("pi_")
     assert [e.amount for e in topups(alice.account)] == [Decimal("10.00")]
-    assert ledger.balance(alice.account) == Decimal("10")
+    assert ledger.balance(alice.account) == Decimal("20")  # her $10, and $10 more
     page = alice_client.get(reverse("billing"))
-    assert b"TP-" in page.content and page.context["summary"]["balance"] == Decimal("10")
+    assert b"TP-" in page.content and page.context["summary"]["balance"] == Decimal("20")
 
 
 def test_a_paypal_top_up_credits_once(payments_on: Any, alice: Any, alice_client: Client) -> None:
@@ -162,7 +150,7 @@ def test_a_partly_paid_invoice_credits_nothing_and_is_flagged(
         )
     )
     assert not topups(alice.account)
-    assert ledger.balance(alice.account) == 0
+    assert ledger.balance(alice.account) == Decimal("10")  # the $10 she had
     assert any("needs review" in m.subject and "ops@example.com" in m.to for m in mail.outbox)
     page = alice_client.get(reverse("billing"))
     assert b'data-testid="flagged-payment"' in page.content
@@ -203,23 +191,24 @@ def test_refunds_and_disputes_become_ledger_entries(
     intent = payment.provider_payment_id
     sim_post(payments_on, "/stripe/_sim/refund", payment_intent=intent, amount=1000)
     delivered(payments_on, "charge.refunded")
-    wait_until(lambda: ledger.balance(alice.account) == Decimal("40"))
+    wait_until(lambda: ledger.balance(alice.account) == Decimal("50"))  # $10 + $50 − $10
     sim_post(payments_on, "/stripe/_sim/refund", payment_intent=intent, amount=500)
     delivered(payments_on, "charge.refunded", 2)
-    wait_until(lambda: ledger.balance(alice.account) == Decimal("35"))
+    wait_until(lambda: ledger.balance(alice.account) == Decimal("45"))
     dispute = sim_post(payments_on, "/stripe/_sim/dispute", payment_intent=intent, amount=3675)
     delivered(payments_on, "charge.dispute.funds_withdrawn")
     # $36.75 disputed takes the $35 left of the credit, plus the $15 dispute fee.
-    wait_until(lambda: ledger.balance(alice.account) == Decimal("-15"))
+    wait_until(lambda: ledger.balance(alice.account) == Decimal("-5"))
     sim_post(payments_on, f"/stripe/_sim/disputes/{dispute['id']}/close", outcome="won")
     delivered(payments_on, "charge.dispute.funds_reinstated")
-    wait_until(lambda: ledger.balance(alice.account) == Decimal("20"))
+    wait_until(lambda: ledger.balance(alice.account) == Decimal("30"))
     kinds = list(
         LedgerEntry.objects.filter(account=alice.account)
         .order_by("seq")
         .values_list("kind", "amount")
     )
     assert kinds == [
+        ("adjustment", Decimal("10")),  # the $10 she started with
         ("topup", Decimal("50")),
         ("refund", Decimal("-10")),
         ("refund", Decimal("-5")),
@@ -237,10 +226,10 @@ def test_paypal_refunds_and_reversals(payments_on: Any, alice: Any, alice_client
     capture = payment.provider_payment_id
     sim_post(payments_on, f"/paypal/_sim/captures/{capture}/refund", amount="5.00")
     delivered(payments_on, "PAYMENT.CAPTURE.REFUNDED")
-    wait_until(lambda: ledger.balance(alice.account) == Decimal("15"))
+    wait_until(lambda: ledger.balance(alice.account) == Decimal("25"))  # $10 + $20 − $5
     sim_post(payments_on, f"/paypal/_sim/captures/{capture}/reverse")
     delivered(payments_on, "PAYMENT.CAPTURE.REVERSED")
-    wait_until(lambda: ledger.balance(alice.account) == Decimal("0"))
+    wait_until(lambda: ledger.balance(alice.account) == Decimal("10"))  # back where she began
 
 
 def test_a_held_paypal_payment_waits_and_a_denied_one_credits_nothing(
@@ -288,13 +277,13 @@ def test_a_canceled_checkout_credits_nothing(
 
 
 def test_someone_elses_payment_is_not_found(
-    payments_on: Any, alice_client: Client, make_user: Any
+    payments_on: Any, alice_client: Client, bob: Any
 ) -> None:
-    bob = Client()
-    bob.force_login(make_user("bob@example.com"))
+    bob_client = Client()
+    bob_client.force_login(bob)
     payment = start(alice_client, "btcpay")
     for name in ["billing_payment", "billing_payment_return", "billing_payment_cancel"]:
-        assert bob.get(reverse(name, args=[payment.uuid])).status_code == 404
+        assert bob_client.get(reverse(name, args=[payment.uuid])).status_code == 404
 
 
 def test_the_periodic_check_credits_a_payment_whose_webhooks_never_came(

@@ -20,6 +20,7 @@ from billing import ledger, webhooks
 from billing.models import LedgerEntry, Payment, WebhookEvent
 
 from .billing_fixtures import (
+    all_delivered,
     btcpay_sign,
     follow_pay_page,
     payments_on,
@@ -31,10 +32,10 @@ from .billing_fixtures import (
     stripe_sign,
 )
 from .conftest import wait_until
-from .test_billing_topups import alice, alice_client, start
+from .test_billing_topups import start
 
 # pytest finds these fixtures by name in this module.
-FIXTURES = (payments_on, sim, alice, alice_client)
+FIXTURES = (payments_on, sim)
 
 
 def topups(account: Any) -> int:
@@ -98,7 +99,7 @@ def test_stripe_bad_signatures_change_nothing(
     assert client.get(path).status_code == 405
     assert len(sim_calls(payments_on)) == calls
     assert not WebhookEvent.objects.exists()
-    assert ledger.balance(alice.account) == 0
+    assert ledger.balance(alice.account) == Decimal("10")  # the $10 she had
 
 
 def test_stripe_unknown_types_are_stored_as_ignored(payments_on: Any) -> None:
@@ -135,7 +136,7 @@ def test_btcpay_bad_signatures_change_nothing(
     _refused(client, path, reserialised, **{"BTCPay-Sig": event["headers"]["BTCPay-Sig"]})
     _refused(client, path, b"{oops", **{"BTCPay-Sig": btcpay_sign(b"{oops")})
     assert len(sim_calls(payments_on)) == calls
-    assert not WebhookEvent.objects.exists() and ledger.balance(alice.account) == 0
+    assert not WebhookEvent.objects.exists() and ledger.balance(alice.account) == Decimal("10")
     unknown = json.dumps({"deliveryId": "d1", "type": "InvoiceCreated", "storeId": "x"}).encode()
     response = client.post(
         path,
@@ -181,7 +182,7 @@ def test_paypal_bad_signatures_change_nothing(
         "/paypal/v1/oauth2/token",
         "/paypal/v1/notifications/verify-webhook-signature",
     }
-    assert not WebhookEvent.objects.exists() and ledger.balance(alice.account) == 0
+    assert not WebhookEvent.objects.exists() and ledger.balance(alice.account) == Decimal("10")
 
 
 # -- the same event twenty times at once: one credit --------------------------------------------
@@ -213,7 +214,7 @@ def test_one_event_delivered_twenty_times_at_once_credits_once(
         statuses = list(pool.map(lambda _: post(url, event), range(20)))
     assert statuses == [200] * 20
     assert topups(alice.account) == 1
-    assert ledger.balance(alice.account) == Decimal("10")
+    assert ledger.balance(alice.account) == Decimal("20")  # her $10 and the $10 top-up
     stored = WebhookEvent.objects.get(provider=provider, type=event_type)
     assert stored.status == "processed" and stored.deliveries == 20
     # Every other event of that payment, also twenty times each: still one credit.
@@ -241,7 +242,7 @@ def test_a_refund_before_the_completion_ends_at_the_right_balance(
     # Newest first: the second refund (cumulative $12), the first ($5), then the success.
     for event in reversed(events):
         assert post(url, event) == 200
-    assert ledger.balance(alice.account) == Decimal("8")  # 20 − 12
+    assert ledger.balance(alice.account) == Decimal("18")  # 10 + 20 − 12
     assert topups(alice.account) == 1
     payments_on.simulator.held.clear()
 
@@ -252,7 +253,7 @@ def test_a_dispute_won_before_its_withdrawal_arrives_nets_to_zero(
     payment = start(alice_client, "stripe", "20")
     follow_pay_page(payment.checkout_url, "pay")
     wait_until(lambda: Payment.objects.get(pk=payment.pk).status == "confirmed")
-    time.sleep(0.5)
+    all_delivered(payments_on)  # the payment's own events, before the dispute's are held
     payments_on.simulator.config.auto_deliver = False
     intent = Payment.objects.get(pk=payment.pk).provider_payment_id
     dispute = sim_post(payments_on, "/stripe/_sim/dispute", payment_intent=intent, fee=1500)
@@ -265,7 +266,7 @@ def test_a_dispute_won_before_its_withdrawal_arrives_nets_to_zero(
     url = f"{live_server.url}/webhooks/stripe/"
     for event in reversed([e for e in sim_events(payments_on) if "dispute" in e["type"]]):
         assert post(url, event) == 200
-    assert ledger.balance(alice.account) == Decimal("20")
+    assert ledger.balance(alice.account) == Decimal("30")  # her $10 and the $20 top-up
     payments_on.simulator.held.clear()
 
 
@@ -289,14 +290,14 @@ def test_a_failed_event_is_stored_with_its_error_and_replays(
     assert response.status_code == 500  # retry wanted
     stored = WebhookEvent.objects.get(type="InvoiceSettled")
     assert stored.status == "failed" and "ProviderError" in stored.error
-    assert ledger.balance(alice.account) == 0
+    assert ledger.balance(alice.account) == Decimal("10")  # the $10 she had
     with pytest.raises(CommandError):
         call_command("replayevents", stdout=io.StringIO(), stderr=io.StringIO())
     settings.BTCPAY_URL = payments_on.settings["BTCPAY_URL"]
     out = io.StringIO()
     call_command("replayevents", stdout=out)
     assert "processed" in out.getvalue()
-    assert ledger.balance(alice.account) == Decimal("10")
+    assert ledger.balance(alice.account) == Decimal("20")
     # Replaying again (admin action, command) never credits twice.
     webhooks.replay(list(WebhookEvent.objects.all()))
     call_command("replayevents", stored.event_id, stdout=io.StringIO())

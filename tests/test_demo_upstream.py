@@ -33,6 +33,8 @@ from simulators.llm import (
     start_in_thread,
 )
 
+from .conftest import wait_until
+
 FILLER_16 = "This is a demo response from the TokenPapa demo upstream. This is a demo response from"
 WEATHER_TOOL: Any = {
     "type": "function",
@@ -689,12 +691,12 @@ def test_client_disconnect_is_counted_as_cancelled(server: RunningServer, raw: R
     with socket.create_connection((raw.host, raw.port), timeout=5) as sock:
         sock.sendall(request)
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
+
+    def counted() -> dict[str, Any] | None:
         stats = raw.json("GET", "/_demo/stats")
-        if stats["cancelled"] > before:
-            break
-        time.sleep(0.02)
+        return stats if stats["cancelled"] > before else None
+
+    stats = wait_until(counted, timeout=3)
     assert stats["cancelled"] == before + 1
     assert stats["in_flight"] == 0
 

@@ -35,7 +35,8 @@ from accounts.emails import (
     normalize_email,
 )
 
-PASSWORD = "correct horse battery staple"
+from .conftest import PASSWORD, reauthenticated, signed_in
+
 User = get_user_model()
 
 # The characters of the report and their kin: zero-width, joiners, word joiner, BOM, soft
@@ -187,8 +188,7 @@ def test_signup_stores_the_normalised_form(transactional_db: None) -> None:
     ],
     ids=ascii,
 )
-def test_a_lookalike_signup_is_refused_with_a_clear_error(make_user: Any, lookalike: str) -> None:
-    make_user("alice@example.com")
+def test_a_lookalike_signup_is_refused_with_a_clear_error(alice: Any, lookalike: str) -> None:
     response = signup(lookalike)
     assert response.status_code == 200
     errors = response.context["form"].errors["email"]
@@ -207,8 +207,7 @@ def test_a_lookalike_signup_is_refused_with_a_clear_error(make_user: Any, lookal
     ],
     ids=ascii,
 )
-def test_another_spelling_of_an_address_is_the_same_account(make_user: Any, spelling: str) -> None:
-    make_user("alice@example.com")
+def test_another_spelling_of_an_address_is_the_same_account(alice: Any, spelling: str) -> None:
     response = signup(spelling)
     # Enumeration prevention: the same answer as a new signup, and a note to the owner.
     assert response.status_code == 302
@@ -285,28 +284,9 @@ def test_an_invisible_character_anywhere_never_makes_a_second_account(
 # ---- signed-in changes, login and password reset ---------------------------------------------
 
 
-@pytest.fixture
-def alice(make_user: Any) -> Any:
-    return make_user("alice@example.com", PASSWORD)
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob@example.com", PASSWORD)
-
-
-def reauthenticated_client(user: Any) -> Client:
-    client = Client()
-    assert (
-        client.post(reverse("account_login"), {"login": user.email, "password": PASSWORD})
-    ).status_code == 302
-    assert client.post(reverse("account_reauthenticate"), {"password": PASSWORD}).status_code == 302
-    return client
-
-
 @pytest.mark.parametrize("lookalike", ["bob@exa\u200bmple.com", "bob@example.com\u2060"], ids=ascii)
 def test_an_address_change_to_a_lookalike_is_refused(alice: Any, bob: Any, lookalike: str) -> None:
-    client = reauthenticated_client(alice)
+    client = reauthenticated(signed_in(alice))
     response = client.post(reverse("account_email"), {"action_add": "", "email": lookalike})
     assert response.status_code == 200 and response.context["form"].errors["email"]
     assert not EmailAddress.objects.filter(user=alice).exclude(email=alice.email).exists()
@@ -316,7 +296,7 @@ def test_an_address_change_to_a_lookalike_is_refused(alice: Any, bob: Any, looka
 def test_an_address_change_to_another_spelling_of_someones_address_is_their_address(
     alice: Any, bob: Any
 ) -> None:
-    client = reauthenticated_client(alice)
+    client = reauthenticated(signed_in(alice))
     client.post(reverse("account_email"), {"action_add": "", "email": "BOB@ＥＸＡＭＰＬＥ.com"})
     pending = EmailAddress.objects.filter(user=alice).exclude(email=alice.email)
     assert [e.email for e in pending] == ["bob@example.com"]
@@ -326,7 +306,7 @@ def test_an_address_change_to_another_spelling_of_someones_address_is_their_addr
 
 
 def test_an_address_change_stores_the_normalised_form(alice: Any) -> None:
-    client = reauthenticated_client(alice)
+    client = reauthenticated(signed_in(alice))
     client.post(reverse("account_email"), {"action_add": "", "email": "Alice@Bücher.de"})
     assert EmailAddress.objects.filter(user=alice, email="alice@xn--bcher-kva.de").exists()
     assert mail.outbox[-1].to == ["alice@xn--bcher-kva.de"]
@@ -403,9 +383,9 @@ def test_checkemails_reports_lookalikes_stored_before_the_rule(alice: Any) -> No
 
 
 @pytest.mark.filterwarnings("ignore::django.utils.deprecation.RemovedInDjango60Warning")
-def test_every_email_field_in_the_admin_and_our_forms_normalises(admin_user: Any) -> None:
+def test_every_email_field_in_the_admin_and_our_forms_normalises(operator: Any) -> None:
     request = RequestFactory().get("/admin/")
-    request.user = admin_user
+    request.user = operator
     checked = 0
     for model, model_admin in admin.site._registry.items():
         for obj in (None, model()):
@@ -431,19 +411,23 @@ def test_every_email_field_in_the_admin_and_our_forms_normalises(admin_user: Any
 
 
 def test_the_admin_refuses_a_lookalike_and_stores_the_normalised_form(
-    admin_client: Client, alice: Any
+    operator: Any, alice: Any
 ) -> None:
+    operator_client = Client()
+    operator_client.force_login(operator)
     add_user = reverse("admin:accounts_user_add")
     new = {"password1": PASSWORD, "password2": PASSWORD, "usable_password": "true"}
-    refused = admin_client.post(add_user, {**new, "email": "carol@exa\u200bmple.com"})
+    refused = operator_client.post(add_user, {**new, "email": "carol@exa\u200bmple.com"})
     assert refused.status_code == 200 and "email" in refused.context["adminform"].form.errors
-    assert admin_client.post(add_user, {**new, "email": "Carol@Bücher.de"}).status_code == 302
+    assert operator_client.post(add_user, {**new, "email": "Carol@Bücher.de"}).status_code == 302
     assert User.objects.filter(email="carol@xn--bcher-kva.de").exists()
 
     add_address = reverse("admin:account_emailaddress_add")
-    refused = admin_client.post(add_address, {"user": alice.pk, "email": "alice@ex\u2060ample.org"})
+    refused = operator_client.post(
+        add_address, {"user": alice.pk, "email": "alice@ex\u2060ample.org"}
+    )
     assert refused.status_code == 200 and "email" in refused.context["adminform"].form.errors
-    admin_client.post(add_address, {"user": alice.pk, "email": "Alice@ＥＸＡＭＰＬＥ.org"})
+    operator_client.post(add_address, {"user": alice.pk, "email": "Alice@ＥＸＡＭＰＬＥ.org"})
     assert EmailAddress.objects.filter(user=alice, email="alice@example.org").exists()
 
 

@@ -31,7 +31,7 @@ from core.pricing import cost
 from keys.models import ApiKey
 from keys.services import issue_key, revoke_key
 
-from .conftest import ROOT, PrivateRedis, start_relay, wait_until
+from .conftest import ROOT, PrivateRedis, credit, start_relay, wait_until
 from .test_relay import chat, post, price_of, recorded
 
 pytestmark = pytest.mark.usefixtures("catalog")
@@ -85,7 +85,7 @@ def test_a_killed_worker_and_a_stopped_broker_lose_and_double_nothing(
     tmp_path: Path, broker: PrivateRedis, make_user: Any
 ) -> None:
     user = make_user("fran@example.com")
-    call_command("credit", "fran@example.com", "50", stdout=io.StringIO())
+    credit(user, 50)
     _, secret = issue_key(account=user.account, name="load")
     relay = start_relay(
         tmp_path,
@@ -152,7 +152,7 @@ def test_the_worker_keeps_one_database_connection_and_outlives_its_loss(
     """A batch is not worth a new PostgreSQL connection; a connection the database dropped
     between batches is noticed before the next one (Django's health check), not by a failure."""
     user = make_user("ida@example.com")
-    call_command("credit", "ida@example.com", "5", stdout=io.StringIO())
+    credit(user, 5)
     _, secret = issue_key(account=user.account, name="conn")
     relay = start_relay(tmp_path, CELERY_BROKER_URL=broker.url, TP_USAGE_BATCH_INTERVAL="0.05")
     worker_log = tmp_path / "worker.log"
@@ -196,7 +196,7 @@ def test_two_relays_refuse_a_revoked_key_within_a_second(
     tmp_path: Path, relay: Any, make_user: Any
 ) -> None:
     user = make_user("gus@example.com")
-    call_command("credit", "gus@example.com", "1", stdout=io.StringIO())
+    credit(user, 1)
     key, secret = issue_key(account=user.account, name="shared")
     other = start_relay(tmp_path)
     try:
@@ -223,7 +223,7 @@ def test_two_hundred_concurrent_requests_against_a_balance_for_one_hundred(
     body = chat("mistral-small", max_tokens=50)
     raw_size = len(json.dumps(body).encode())
     worst = cost(price_of("mistral-small"), prompt_tokens=raw_size, completion_tokens=50)
-    call_command("credit", "hal@example.com", str(worst * 100), stdout=io.StringIO())
+    credit(user, worst * 100)
     _, secret = issue_key(account=user.account, name="burst")
 
     async def burst() -> list[int]:

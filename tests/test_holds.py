@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from billing import ledger
 from billing.models import UsageEvent
 from catalog.models import Model, PriceVersion
-from catalog.sync import publish
 from core.pricing import Price, cost, to_nanos
 from keys.models import ApiKey
 from keys.services import issue_key
@@ -35,7 +34,7 @@ from relay.errors import RelayError
 from relay.prices import NanoPrice
 from relay.request import Request
 
-from .conftest import wait_until
+from .conftest import credit, publish_catalog, wait_until
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
 
@@ -257,7 +256,7 @@ def test_usage_reported_above_the_hold_is_charged_at_the_hold_and_recorded(
     relay: Any, make_user: Any, worker: Any
 ) -> None:
     user = make_user("ursula@example.com")
-    call_command("credit", "ursula@example.com", "5", stdout=io.StringIO())
+    credit(user, 5)
     _, secret = issue_key(account=user.account, name="laptop")
     body = {
         "model": "mistral-small",
@@ -299,7 +298,7 @@ def test_image_requests_reporting_huge_usage_race_without_overspending(
     body = image_chat(max_tokens=16)
     held = hold_of(body, "gpt-4o")
     # The balance pays for exactly three such requests; the key's cap for two.
-    call_command("credit", "irene@example.com", str(held * 3), stdout=io.StringIO())
+    credit(user, held * 3)
     key, secret = issue_key(account=user.account, name="capped")
     ApiKey.objects.filter(pk=key.pk).update(spend_cap=held * 2, spend_cap_period="day")
     key.refresh_from_db()
@@ -328,7 +327,9 @@ def test_image_requests_reporting_huge_usage_race_without_overspending(
 
 
 @pytest.mark.usefixtures("catalog")
-def test_a_per_image_price_is_held_and_billed(relay: Any, make_user: Any, worker: Any) -> None:
+def test_a_per_image_price_is_held_and_billed(
+    relay: Any, alice: Any, alice_key: str, worker: Any
+) -> None:
     model = Model.objects.get(id="gpt-4o")
     current = model.price
     assert current is not None
@@ -340,20 +341,17 @@ def test_a_per_image_price_is_held_and_billed(relay: Any, make_user: Any, worker
         cached_input=current.cached_input,
         image=Decimal("0.002"),
     )
-    publish()
-    user = make_user("ivan@example.com")
-    call_command("credit", "ivan@example.com", "10", stdout=io.StringIO())
-    _, secret = issue_key(account=user.account, name="laptop")
+    publish_catalog(relay)
     body = image_chat(max_tokens=16)
     body["messages"][0]["content"].append({"type": "image_url", "image_url": {"url": PNG}})
     statuses = burst(
         f"{relay.base_url}/chat/completions",
-        secret,
+        alice_key,
         body,
         1,
         **{"x-demo-prompt-tokens": "1000", "x-demo-completion-tokens": "16"},
     )
     assert statuses == [200]
-    event = wait_until(lambda: UsageEvent.objects.filter(account=user.account).first())
+    event = wait_until(lambda: UsageEvent.objects.filter(account=alice.account).first())
     assert event.images == 2 and event.unbilled == 0
     assert event.cost == (1000 * current.input + 16 * current.output) / 1_000_000 + Decimal("0.004")

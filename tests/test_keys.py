@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import io
 import json
 from datetime import timedelta
 from decimal import Decimal
@@ -15,7 +14,6 @@ from typing import Any
 import orjson
 import pytest
 from django.core import mail
-from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -24,39 +22,9 @@ from core import keyformat, state
 from keys.models import ApiKey, ManagementKey
 from keys.services import issue_key, issue_management_key
 
-PASSWORD = "correct horse battery staple"
+from .conftest import reauthenticated, signed_in
+
 pytestmark = pytest.mark.usefixtures("catalog")
-
-
-@pytest.fixture
-def alice(make_user: Any) -> Any:
-    user = make_user("alice@example.com", PASSWORD)
-    call_command("credit", "alice@example.com", "5", stdout=io.StringIO())
-    return user
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob@example.com", PASSWORD)
-
-
-def signed_in(user: Any, *, csrf: bool = False) -> Client:
-    """Signed in with the password (a fresh authentication, as the login form records it)."""
-    client = Client()
-    response = client.post(reverse("account_login"), {"login": user.email, "password": PASSWORD})
-    assert response.status_code == 302
-    if csrf:
-        strict = Client(enforce_csrf_checks=True)
-        strict.cookies = client.cookies
-        return strict
-    return client
-
-
-def reauthenticated(client: Client) -> Client:
-    """Confirms the password again, as sensitive pages ask."""
-    response = client.post(reverse("account_reauthenticate"), {"password": PASSWORD})
-    assert response.status_code == 302
-    return client
 
 
 def redis_record(redis_client: Any, key: ApiKey) -> dict[str, Any] | None:

@@ -11,25 +11,26 @@ from billing import ledger, sync
 from billing.models import LedgerEntry
 from core.pricing import to_nanos
 
-
-@pytest.fixture
-def alice(make_user: Any) -> Any:
-    return make_user("alice@example.com")
+from .conftest import credit
 
 
 def test_it_appends_entries_with_running_balance(alice: Any) -> None:
-    account = alice.account
+    account = alice.account  # her first entry: the operator's $10
     ledger.post_entry(account=account, amount=Decimal("10"), kind="adjustment")
     ledger.post_entry(account=account, amount=Decimal("-0.000012345"), kind="usage")
     entries = list(LedgerEntry.objects.filter(account=account).order_by("seq"))
-    assert [e.seq for e in entries] == [1, 2]
-    assert entries[-1].balance_after == Decimal("9.999987655")
+    assert [e.seq for e in entries] == [1, 2, 3]
+    assert [e.balance_after for e in entries] == [
+        Decimal("10"),
+        Decimal("20"),
+        Decimal("19.999987655"),
+    ]
     assert sum(e.amount for e in entries) == ledger.balance(account)
 
 
 def test_it_writes_the_balance_to_redis_after_commit(alice: Any) -> None:
     ledger.post_entry(account=alice.account, amount=Decimal("5.5"), kind="adjustment")
-    assert sync.figures(alice.account.pk)["posted"] == to_nanos(Decimal("5.5"))
+    assert sync.figures(alice.account.pk)["posted"] == to_nanos(Decimal("15.5"))  # 10 + 5.50
 
 
 def test_it_refuses_floats_and_zero(alice: Any) -> None:
@@ -44,9 +45,9 @@ def test_credit_and_balance_commands(alice: Any) -> None:
     out = io.StringIO()
     call_command("balance", "alice@example.com", stdout=out)
     lines = out.getvalue().splitlines()
-    assert lines[0] == "12.340000000"
+    assert lines[0] == "22.340000000"  # her $10 and $12.34
     assert lines[1] == "on hold: 0.000000000"
-    assert lines[2] == "available: 12.340000000"
+    assert lines[2] == "available: 22.340000000"
 
 
 def test_an_older_write_never_overwrites_a_newer_balance(alice: Any) -> None:
@@ -57,7 +58,7 @@ def test_an_older_write_never_overwrites_a_newer_balance(alice: Any) -> None:
 
 
 def test_reconcile_is_clean_after_credits(alice: Any) -> None:
-    call_command("credit", "alice@example.com", "1", stdout=io.StringIO())
+    credit(alice, 1)
     call_command("reconcile", stdout=io.StringIO())
 
 
@@ -66,7 +67,7 @@ def test_reconcile_exits_non_zero_on_drift(alice: Any, redis_client: Any) -> Non
 
     from core import state
 
-    call_command("credit", "alice@example.com", "1", stdout=io.StringIO())
+    credit(alice, 1)
     redis_client.hset(state.account(alice.account.pk), "posted", 5)
     with pytest.raises(CommandError):
         call_command("reconcile", stdout=io.StringIO(), stderr=io.StringIO())
@@ -80,7 +81,7 @@ def test_stale_holds_are_released(alice: Any, redis_client: Any) -> None:
     from billing.sync import release_stale_holds
     from core import state
 
-    call_command("credit", "alice@example.com", "1", stdout=io.StringIO())
+    credit(alice, 1)
     account_id = alice.account.pk
     redis_client.hset(state.account_holds(account_id), "req_dead", "1000|")
     redis_client.hincrby(state.account(account_id), "held", 1000)

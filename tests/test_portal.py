@@ -3,38 +3,19 @@ different rights (alice owns, bob is another customer)."""
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pytest
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.core import mail
-from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
 from keys.models import ApiKey
 from keys.services import issue_key
 
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def alice(make_user: Any) -> Any:
-    return make_user("alice@example.com")
-
-
-@pytest.fixture
-def bob(make_user: Any) -> Any:
-    return make_user("bob@example.com")
-
-
-@pytest.fixture
-def alice_client(alice: Any) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
+from .conftest import PASSWORD, credit
 
 
 def test_it_signs_up_with_email_only_and_mails_a_verification_link(transactional_db: None) -> None:
@@ -122,13 +103,13 @@ def test_revoke_is_post_only(alice_client: Client, alice: Any) -> None:
 
 
 def test_pages_render_for_a_signed_in_user(alice_client: Client, alice: Any) -> None:
-    call_command("credit", "alice@example.com", "3.5", stdout=io.StringIO())
+    credit(alice, "3.5")  # on top of her $10
     pages = ("dashboard", "keys", "usage", "billing", "models", "docs", "home", "account_email")
     for name in pages:
         response = alice_client.get(reverse(name))
         assert response.status_code == 200, name
-    assert "3.50" in alice_client.get(reverse("dashboard")).content.decode()
-    assert "3.50" in alice_client.get(reverse("billing")).content.decode()
+    assert "13.50" in alice_client.get(reverse("dashboard")).content.decode()
+    assert "13.50" in alice_client.get(reverse("billing")).content.decode()
 
 
 def test_private_pages_need_a_sign_in(transactional_db: None) -> None:

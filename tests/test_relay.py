@@ -21,22 +21,9 @@ from core.pricing import Price, cost
 from keys.models import ApiKey
 from keys.services import issue_key, revoke_key
 
-from .conftest import wait_until
+from .conftest import ALICE_STARTS_WITH, credit, free_port, publish_catalog, wait_until
 
 pytestmark = pytest.mark.usefixtures("catalog")
-
-
-@pytest.fixture
-def alice(make_user: Any) -> Any:
-    user = make_user("alice@example.com")
-    call_command("credit", "alice@example.com", "10", stdout=io.StringIO())
-    return user
-
-
-@pytest.fixture
-def alice_key(alice: Any) -> str:
-    _, secret = issue_key(account=alice.account, name="laptop")
-    return secret
 
 
 def post(
@@ -71,6 +58,23 @@ def price_of(model_id: str) -> Price:
 
 def recorded(request_id: str) -> UsageEvent:
     return wait_until(lambda: UsageEvent.objects.filter(request_id=request_id).first(), timeout=10)
+
+
+def a_later_request_recorded(relay: Any, key: str, model: str = "mistral-large-2") -> UsageEvent:
+    """Sends one more request and waits until the worker has recorded it. Usage events leave a
+    relay in order and the worker records their batches in order, so whatever an earlier
+    request left to record is recorded by then: call it before asserting that something was
+    not."""
+    status, headers, body = post(f"{relay.base_url}/chat/completions", chat(model), key=key)
+    assert status == 200, body
+    return recorded(headers["x-request-id"])
+
+
+def assert_billed_only(event: UsageEvent) -> None:
+    """Nothing but ``event`` cost anything: no other usage with a cost, and one debit of its
+    cost (an event recorded in the same batch would have added to that debit)."""
+    assert list(UsageEvent.objects.filter(cost__gt=0)) == [event]
+    assert [e.amount for e in LedgerEntry.objects.filter(kind="usage")] == [-event.cost]
 
 
 def assert_error(status: int, body: dict[str, Any], expected: int, code: str | None = None) -> None:
@@ -142,9 +146,8 @@ def test_it_answers_413_to_an_oversized_body(tmp_path: Any, alice_key: str) -> N
         small.stop()
 
 
-def test_it_answers_402_when_the_balance_cannot_pay(relay: Any, make_user: Any) -> None:
-    bob = make_user("bob@example.com")
-    _, key = issue_key(account=bob.account, name="empty")
+def test_it_answers_402_when_the_balance_cannot_pay(relay: Any, bob: Any) -> None:
+    _, key = issue_key(account=bob.account, name="empty")  # bob has paid nothing
     status, _, body = post(f"{relay.base_url}/chat/completions", chat(), key=key)
     assert_error(status, body, 402, "insufficient_quota")
     assert not UsageEvent.objects.exists()
@@ -153,17 +156,17 @@ def test_it_answers_402_when_the_balance_cannot_pay(relay: Any, make_user: Any) 
 def test_it_answers_502_when_the_upstream_is_unreachable(
     relay: Any, alice_key: str, settings: Any, worker: Any
 ) -> None:
-    from catalog.sync import publish
-    from tests.conftest import free_port
-
+    reachable = settings.TP_DEMO_UPSTREAM_URL
     settings.TP_DEMO_UPSTREAM_URL = f"http://127.0.0.1:{free_port()}/v1"
-    publish()
-    time.sleep(0.3)  # the relay reloads the catalog on the pub/sub message
+    publish_catalog(relay)
     status, _, body = post(f"{relay.base_url}/chat/completions", chat(), key=alice_key)
     assert_error(status, body, 502)
     assert "127.0.0.1" not in body["error"]["message"]
-    time.sleep(1)
-    assert not LedgerEntry.objects.filter(kind="usage").exists()
+    # The upstream back: a later request is billed, and it is the only one.
+    settings.TP_DEMO_UPSTREAM_URL = reachable
+    publish_catalog(relay)
+    later = a_later_request_recorded(relay, alice_key)
+    assert_billed_only(later)
 
 
 def test_injected_upstream_errors_are_openai_shaped_and_free(
@@ -176,8 +179,8 @@ def test_injected_upstream_errors_are_openai_shaped_and_free(
         assert_error(status, body, expected)
         if expected == 429:
             assert "retry-after" in {h.lower() for h in headers}
-    time.sleep(1)
-    assert not LedgerEntry.objects.filter(kind="usage").exists()
+    later = a_later_request_recorded(relay, alice_key)
+    assert_billed_only(later)
 
 
 # ---- billing --------------------------------------------------------------------------------
@@ -206,7 +209,7 @@ def test_a_call_costs_tokens_times_catalog_price_exactly(
     assert not event.estimated
     assert (
         LedgerEntry.objects.filter(account=alice.account).order_by("-seq").first().balance_after
-        == Decimal(10) - expected
+        == ALICE_STARTS_WITH - expected
     )
 
 
@@ -302,7 +305,7 @@ def test_balance_shows_the_debit_within_two_seconds(
     status, _, reply = post(f"{relay.base_url}/chat/completions", chat(), key=alice_key)
     assert status == 200
     started = time.monotonic()
-    expected = Decimal(10) - cost(
+    expected = ALICE_STARTS_WITH - cost(
         price_of("mistral-large-2"),
         prompt_tokens=reply["usage"]["prompt_tokens"],
         completion_tokens=reply["usage"]["completion_tokens"],
@@ -326,7 +329,7 @@ def test_concurrent_requests_never_overspend(relay: Any, make_user: Any, worker:
     body = chat("mistral-small", max_tokens=100)
     raw_size = len(json.dumps(body).encode())
     one = cost(price, prompt_tokens=raw_size, completion_tokens=100)
-    call_command("credit", "carol@example.com", str(one * 5), stdout=io.StringIO())
+    credit(carol, one * 5)
     _, key = issue_key(account=carol.account, name="burst")
     url = f"{relay.base_url}/chat/completions"
     with ThreadPoolExecutor(20) as pool:

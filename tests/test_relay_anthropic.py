@@ -3,14 +3,12 @@ OpenAI-format requests to an Anthropic upstream — translated both ways, stream
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-from django.core.management import call_command
 
 from billing.models import UsageEvent
 from core.pricing import cost
@@ -45,16 +43,9 @@ WEATHER_ANTHROPIC = {
 
 
 @pytest.fixture
-def secret(make_user: Any, relay: Any) -> str:
-    user = make_user("jo@example.com")
-    call_command("credit", "jo@example.com", "10", stdout=io.StringIO())
-    return issue_key(account=user.account, name="sdk")[1]
-
-
-@pytest.fixture
-def claude(secret: str, relay: Any) -> anthropic.Anthropic:
+def claude(alice_key: str, relay: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(
-        base_url=relay.base_url.removesuffix("/v1"), api_key=secret, max_retries=0
+        base_url=relay.base_url.removesuffix("/v1"), api_key=alice_key, max_retries=0
     )
 
 
@@ -131,8 +122,10 @@ def test_the_anthropic_sdk_gets_tool_use(claude: anthropic.Anthropic, model: str
     assert follow_up.content
 
 
-def test_the_openai_sdk_reaches_an_anthropic_upstream(secret: str, relay: Any, worker: Any) -> None:
-    client = openai.OpenAI(base_url=relay.base_url, api_key=secret, max_retries=0)
+def test_the_openai_sdk_reaches_an_anthropic_upstream(
+    alice_key: str, relay: Any, worker: Any
+) -> None:
+    client = openai.OpenAI(base_url=relay.base_url, api_key=alice_key, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
         model="claude-sonnet-4",
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
@@ -153,8 +146,8 @@ def test_the_openai_sdk_reaches_an_anthropic_upstream(secret: str, relay: Any, w
     )
 
 
-def test_openai_streams_and_tools_from_an_anthropic_upstream(secret: str, relay: Any) -> None:
-    client = openai.OpenAI(base_url=relay.base_url, api_key=secret, max_retries=0)
+def test_openai_streams_and_tools_from_an_anthropic_upstream(alice_key: str, relay: Any) -> None:
+    client = openai.OpenAI(base_url=relay.base_url, api_key=alice_key, max_retries=0)
     chunks = list(
         client.chat.completions.create(
             model="claude-sonnet-4",
@@ -174,22 +167,21 @@ def test_openai_streams_and_tools_from_an_anthropic_upstream(secret: str, relay:
     assert json.loads(reply.choices[0].message.tool_calls[0].function.arguments)["city"]
 
 
-def test_messages_errors_come_in_anthropics_shape(relay: Any, secret: str, make_user: Any) -> None:
+def test_messages_errors_come_in_anthropics_shape(relay: Any, alice_key: str, bob: Any) -> None:
     root = relay.base_url.removesuffix("/v1")
     with pytest.raises(anthropic.AuthenticationError) as excinfo:
         anthropic.Anthropic(base_url=root, api_key="nope", max_retries=0).messages.create(
             model="claude-sonnet-4", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]
         )
     assert excinfo.value.body["type"] == "error"
-    client = anthropic.Anthropic(base_url=root, api_key=secret, max_retries=0)
+    client = anthropic.Anthropic(base_url=root, api_key=alice_key, max_retries=0)
     with pytest.raises(anthropic.NotFoundError):
         client.messages.create(
             model="no-such-model", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]
         )
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model="claude-sonnet-4", max_tokens=10, messages=[])
-    broke = make_user("kim@example.com")
-    empty = issue_key(account=broke.account, name="empty")[1]
+    empty = issue_key(account=bob.account, name="empty")[1]  # bob has paid nothing
     with pytest.raises(anthropic.APIStatusError) as excinfo:
         anthropic.Anthropic(base_url=root, api_key=empty, max_retries=0).messages.create(
             model="claude-sonnet-4", max_tokens=10, messages=[{"role": "user", "content": "Hi"}]

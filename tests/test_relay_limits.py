@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import time
@@ -12,28 +11,19 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.core.management import call_command
 from django.utils import timezone
 
 from billing.models import UsageEvent
 from catalog.models import Model, Provider, Route
-from catalog.sync import publish
 from keys.models import ApiKey
 from keys.services import issue_key
 from keys.sync import push
 from simulators.llm import start_in_thread
 
-from .conftest import free_port, start_relay, wait_until
-from .test_relay import assert_error, chat, post
+from .conftest import free_port, publish_catalog, start_relay, wait_until
+from .test_relay import a_later_request_recorded, assert_billed_only, assert_error, chat, post
 
 pytestmark = pytest.mark.usefixtures("catalog")
-
-
-@pytest.fixture
-def alice(make_user: Any) -> Any:
-    user = make_user("alice@example.com")
-    call_command("credit", "alice@example.com", "10", stdout=io.StringIO())
-    return user
 
 
 def key_with(alice: Any, **limits: Any) -> str:
@@ -133,8 +123,9 @@ def upstreams() -> Iterator[dict[str, Any]]:
         server.stop()
 
 
-def route_model(model_id: str, *targets: tuple[str, str, int]) -> None:
-    """Give the model one route per (provider slug, base URL, priority)."""
+def route_model(relay: Any, model_id: str, *targets: tuple[str, str, int]) -> None:
+    """Give the model one route per (provider slug, base URL, priority), and wait until the
+    relay has them."""
     model = Model.objects.get(id=model_id)
     Route.objects.filter(model=model).delete()
     for slug, base_url, priority in targets:
@@ -144,8 +135,7 @@ def route_model(model_id: str, *targets: tuple[str, str, int]) -> None:
         Route.objects.create(
             model=model, provider=provider, upstream_model=model.upstream_model, priority=priority
         )
-    publish()
-    time.sleep(0.3)  # relays reload the catalog on the pub/sub message
+    publish_catalog(relay)
 
 
 def stats(server: Any) -> dict[str, Any]:
@@ -160,6 +150,7 @@ def test_it_fails_over_before_the_first_byte(
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     route_model(
+        relay,
         "mistral-small",
         ("dead", dead, 0),
         ("broken", upstreams["broken"].base_url, 1),
@@ -179,6 +170,7 @@ def test_it_never_fails_over_after_the_first_byte(
     relay: Any, alice: Any, upstreams: Any, worker: Any
 ) -> None:
     route_model(
+        relay,
         "mistral-small",
         ("cutting", upstreams["cutting"].base_url, 0),
         ("good", upstreams["good"].base_url, 1),
@@ -203,24 +195,25 @@ def test_it_never_fails_over_after_the_first_byte(
 def test_all_routes_failing_is_an_openai_error_and_free(
     relay: Any, alice: Any, upstreams: Any, worker: Any
 ) -> None:
-    route_model("mistral-small", ("broken", upstreams["broken"].base_url, 0))
+    route_model(relay, "mistral-small", ("broken", upstreams["broken"].base_url, 0))
     secret = key_with(alice)
     status, _, body = post(url(relay), chat("mistral-small"), key=secret)
     assert_error(status, body, 502)
-    time.sleep(1)
-    assert not UsageEvent.objects.filter(cost__gt=0).exists()
+    later = a_later_request_recorded(relay, secret, "mistral-large-2")  # not routed to "broken"
+    assert_billed_only(later)
 
 
 def test_first_byte_timeout_moves_to_the_next_route(
     tmp_path: Any, alice: Any, upstreams: Any, worker: Any
 ) -> None:
-    route_model(
-        "mistral-small",
-        ("slow", upstreams["slow"].base_url, 0),
-        ("good", upstreams["good"].base_url, 1),
-    )
     fast = start_relay(tmp_path, TP_UPSTREAM_FIRST_BYTE_TIMEOUT="0.5")
     try:
+        route_model(
+            fast,
+            "mistral-small",
+            ("slow", upstreams["slow"].base_url, 0),
+            ("good", upstreams["good"].base_url, 1),
+        )
         secret = key_with(alice)
         started = time.monotonic()
         status, headers, _ = post(url(fast), chat("mistral-small"), key=secret)

@@ -3,16 +3,12 @@ the upstream, tool calls and streams come back framed as OpenAI frames them."""
 
 from __future__ import annotations
 
-import io
 import json
 import urllib.request
 from typing import Any
 
 import openai
 import pytest
-from django.core.management import call_command
-
-from keys.services import issue_key
 
 pytestmark = pytest.mark.usefixtures("catalog")
 
@@ -31,11 +27,9 @@ WEATHER = {
 
 
 @pytest.fixture
-def client(make_user: Any, relay: Any) -> openai.OpenAI:
-    user = make_user("ivy@example.com")
-    call_command("credit", "ivy@example.com", "10", stdout=io.StringIO())
-    _, secret = issue_key(account=user.account, name="sdk")
-    return openai.OpenAI(base_url=relay.base_url, api_key=secret, max_retries=0)
+def client(alice_key: str, relay: Any) -> openai.OpenAI:
+    """The openai SDK with alice's key."""
+    return openai.OpenAI(base_url=relay.base_url, api_key=alice_key, max_retries=0)
 
 
 def last_upstream_request(demo_upstream: str) -> dict[str, Any]:

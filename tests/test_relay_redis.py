@@ -39,6 +39,22 @@ def run(factory: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(asyncio.run, main()).result()
 
 
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """tests.conftest.wait_until for a coroutine: polls without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        await asyncio.sleep(0.005)
+
+
+def in_flight(client: ScriptClient) -> int:
+    """Commands written to the connection whose replies have not arrived (the client's own
+    count: a paused server cannot be asked)."""
+    link = client._link
+    return 0 if link is None or link._pending else len(link.waiters)
+
+
 class Server(PrivateRedis):
     """Stopped with SIGKILL: these tests simulate a crash."""
 
@@ -193,7 +209,7 @@ def test_a_server_that_goes_away_and_comes_back(server: Server) -> None:
             # Killed while commands are in flight: each of them fails, none hangs.
             await client.execute("CLIENT", "PAUSE", "2000")
             pending = [asyncio.create_task(script(keys=["k"], args=["b", i])) for i in range(20)]
-            await asyncio.sleep(0.05)
+            await until(lambda: in_flight(client) == 20)
             await asyncio.get_running_loop().run_in_executor(None, server.stop)
             for outcome in await asyncio.gather(*pending, return_exceptions=True):
                 assert isinstance(outcome, redis.exceptions.ConnectionError), outcome

@@ -3,7 +3,6 @@ as they are served in production (``python -m serving relay|portal``)."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import select
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 import requests
-from django.core.management import call_command
 
 from keys.models import ApiKey
 from keys.services import issue_key
@@ -33,13 +31,6 @@ DEADLINES = {
     "TP_HTTP_BODY_TIMEOUT": str(BODY_TIMEOUT),
     "TP_HTTP_KEEPALIVE_TIMEOUT": "2",
 }
-
-
-@pytest.fixture
-def alice(make_user: Any) -> Any:
-    user = make_user("alice@example.com")
-    call_command("credit", "alice@example.com", "10", stdout=io.StringIO())
-    return user
 
 
 def rss_mib(pid: int) -> float:
@@ -102,13 +93,12 @@ def closed_within(socks: list[socket.socket], seconds: float) -> tuple[list[byte
 
 @pytest.mark.usefixtures("catalog")
 def test_it_closes_idle_and_half_sent_relay_connections_and_still_serves(
-    tmp_path: Path, alice: Any
+    tmp_path: Path, alice_key: str
 ) -> None:
     relay = start_relay(tmp_path, **DEADLINES)
     port = int(relay.base_url.split(":")[2].split("/")[0])
-    _, secret = issue_key(account=alice.account, name="laptop")
     try:
-        assert post(f"{relay.base_url}/chat/completions", chat(), key=secret)[0] == 200
+        assert post(f"{relay.base_url}/chat/completions", chat(), key=alice_key)[0] == 200
         before = rss_mib(relay.process.pid)
         head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: relay\r\n"
         idle = [connect(port) for _ in range(50)]
@@ -123,7 +113,7 @@ def test_it_closes_idle_and_half_sent_relay_connections_and_still_serves(
             connect(
                 port,
                 head
-                + f"Authorization: Bearer {secret}\r\nContent-Length: 100000\r\n\r\n".encode()
+                + f"Authorization: Bearer {alice_key}\r\nContent-Length: 100000\r\n\r\n".encode()
                 + b'{"model": "mistral-large-2", ',
             )
             for _ in range(4)
@@ -132,7 +122,7 @@ def test_it_closes_idle_and_half_sent_relay_connections_and_still_serves(
             push_body(sock, 30_000_000)
 
         # A normal request is served meanwhile.
-        status, _, body = post(f"{relay.base_url}/chat/completions", chat(), key=secret)
+        status, _, body = post(f"{relay.base_url}/chat/completions", chat(), key=alice_key)
         assert status == 200, body
         grown = rss_mib(relay.process.pid) - before
         assert grown < 64, f"the relay grew by {grown:.0f} MiB"
@@ -147,23 +137,22 @@ def test_it_closes_idle_and_half_sent_relay_connections_and_still_serves(
             assert b"connection: close" in answer.lower()
         assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers[66:])
         # Nothing was held or billed for any of them.
-        assert post(f"{relay.base_url}/chat/completions", chat(), key=secret)[0] == 200
+        assert post(f"{relay.base_url}/chat/completions", chat(), key=alice_key)[0] == 200
     finally:
         relay.stop()
 
 
 @pytest.mark.usefixtures("catalog")
 def test_a_body_larger_than_the_limit_is_refused_before_it_is_read(
-    tmp_path: Path, alice: Any
+    tmp_path: Path, alice_key: str
 ) -> None:
     relay = start_relay(tmp_path, TP_RELAY_MAX_BODY_BYTES="1000000", **DEADLINES)
     port = int(relay.base_url.split(":")[2].split("/")[0])
-    _, secret = issue_key(account=alice.account, name="laptop")
     try:
         sock = connect(
             port,
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: relay\r\n"
-            + f"Authorization: Bearer {secret}\r\nContent-Length: 5000000\r\n\r\n".encode(),
+            + f"Authorization: Bearer {alice_key}\r\nContent-Length: 5000000\r\n\r\n".encode(),
         )
         (answer,), _ = closed_within([sock], 2)
         assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]

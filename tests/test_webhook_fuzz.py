@@ -27,10 +27,10 @@ from keys.models import ApiKey
 from keys.services import issue_key
 
 from .billing_fixtures import btcpay_sign, payments_on, paypal_headers, sim, stripe_sign
-from .test_billing_topups import alice, alice_client, start
+from .test_billing_topups import start
 
 # pytest finds these fixtures by name in this module.
-FIXTURES = (payments_on, sim, alice, alice_client)
+FIXTURES = (payments_on, sim)
 
 FUZZ = settings(
     max_examples=200,

@@ -35,11 +35,11 @@ from .billing_fixtures import (
     stripe_event,
     stripe_sign,
 )
-from .test_billing_topups import alice, alice_client, confirmed, start
-from .test_keys import reauthenticated, signed_in
+from .conftest import reauthenticated, signed_in
+from .test_billing_topups import confirmed, start
 
 # pytest finds these fixtures by name in this module.
-FIXTURES = (payments_on, sim, alice, alice_client)
+FIXTURES = (payments_on, sim)
 
 STRIPE, PAYPAL, BTCPAY = "/webhooks/stripe/", "/webhooks/paypal/", "/webhooks/btcpay/"
 SCANNING = "/api/v1/secret-scanning/"
@@ -51,7 +51,7 @@ def post(path: str, body: bytes | str, **headers: str) -> Any:
 
 def assert_nothing_stored(alice: Any) -> None:
     assert not WebhookEvent.objects.exists()
-    assert ledger.balance(alice.account) == 0
+    assert ledger.balance(alice.account) == Decimal("10")  # the $10 she had
 
 
 # -- headers ----------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_a_verified_stripe_event_of_the_wrong_shape_is_kept_failed_and_answered_
     assert stored.status == "failed" and stored.error.startswith("Malformed: ")
     assert stored.deliveries == 2
     assert Payment.objects.get(pk=payment.pk).status == "created"
-    assert ledger.balance(alice.account) == 0
+    assert ledger.balance(alice.account) == Decimal("10")  # the $10 she had
 
 
 PAYPAL_WRONG_TYPES = {
@@ -306,7 +306,7 @@ def test_a_verified_paypal_event_of_the_wrong_shape_is_kept_failed_and_answered_
     stored = WebhookEvent.objects.get(event_id="WH-WRONG")
     assert stored.status == "failed" and stored.error.startswith("Malformed: ")
     assert Payment.objects.get(pk=payment.pk).status == "created"
-    assert ledger.balance(alice.account) == 0
+    assert ledger.balance(alice.account) == Decimal("10")  # the $10 she had
 
 
 # -- leaked-key reports and the management API -------------------------------------------------
@@ -409,7 +409,7 @@ def test_it_stops_a_top_up_whose_provider_id_is_another_payments(
     assert second.pk != first.pk and second.status == "failed" and second.checkout_id == ""
     first.refresh_from_db()
     assert first.status == "created" and first.checkout_id
-    assert ledger.balance(alice.account) == 0
+    assert ledger.balance(alice.account) == Decimal("10")  # the $10 she had
 
 
 def test_a_payment_confirmed_with_another_payments_intent_is_flagged_not_credited(
@@ -425,7 +425,7 @@ def test_a_payment_confirmed_with_another_payments_intent_is_flagged_not_credite
     assert response.status_code == 200, response.content
     second.refresh_from_db()
     assert second.status == "needs_review" and "another payment" in second.status_detail
-    assert ledger.balance(alice.account) == Decimal("10")
+    assert ledger.balance(alice.account) == Decimal("20")  # her $10 and the first $10, once
 
 
 @pytest.mark.parametrize("size", [1024 * 1024 + 1, 3 * 1024 * 1024])
