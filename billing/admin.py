@@ -9,8 +9,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 
-from . import ledger, webhooks
-from . import payments as payment_services
+from . import ledger, topups, webhooks
 from . import vouchers as voucher_services
 from .models import (
     BillingProfile,
@@ -183,7 +182,7 @@ class PaymentAdmin(ReadOnly):
         done = 0
         for payment in queryset:
             try:
-                payment_services.sync(payment)
+                topups.sync(payment)
                 done += 1
             except ProviderError as exc:
                 self.message_user(request, f"{payment.receipt_number}: {exc}", messages.WARNING)

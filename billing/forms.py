@@ -8,8 +8,7 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from .models import BillingProfile
-from .payments import TopupError, validate_amount
-from .providers import enabled_providers
+from .topups import TopupError, enabled_providers, validate_amount
 
 CENT = Decimal("0.01")
 

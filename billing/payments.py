@@ -1,15 +1,16 @@
-"""Top-up services: start a payment, confirm it (the only place that credits), and apply what
-a provider takes back (refunds, chargebacks, dispute fees) or gives back (a dispute won).
+"""The payment state machine: record what a provider answered about a payment, confirm it (the
+only place that credits), move it along, and apply what a provider takes back (refunds,
+chargebacks, dispute fees) or gives back (a dispute won).
 
 Every function locks the payment row (``select_for_update``) and applies each change once, so
 any number of webhook deliveries, redirects and periodic checks, in any order and at the same
-time, leave the ledger as if each had happened once.
+time, leave the ledger as if each had happened once. Nothing here calls a provider: the
+providers call these (and :mod:`billing.topups` calls both).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -17,118 +18,37 @@ from uuid import UUID
 from django.conf import settings
 from django.core.mail import mail_admins, send_mail
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts.models import Account
-
-from . import ledger
+from . import ledger, signals
 from .accounts import profile_of
-from .models import LedgerEntry, Payment, PaymentAdjustment
-from .providers import get_provider
-from .providers.base import CENT, DuplicateReference, Malformed, ProviderError
+from .models import BillingProfile, LedgerEntry, Payment, PaymentAdjustment
 
 log = logging.getLogger(__name__)
 
 Status = Payment.Status
 
 
-class TopupError(Exception):
-    """A top-up that cannot start; the message is shown to the customer."""
-
-
-def validate_amount(amount: Decimal) -> Decimal:
-    if not isinstance(amount, Decimal) or not amount.is_finite():
-        raise TopupError(_("Enter an amount in US dollars."))
-    if amount != amount.quantize(CENT):
-        raise TopupError(_("Use at most two decimals (whole cents)."))
-    if amount < settings.TP_TOPUP_MINIMUM:
-        raise TopupError(_("The minimum top-up is $%(min)s.") % {"min": settings.TP_TOPUP_MINIMUM})
-    if amount > settings.TP_TOPUP_MAXIMUM:
-        raise TopupError(_("The maximum top-up is $%(max)s.") % {"max": settings.TP_TOPUP_MAXIMUM})
-    return amount.quantize(CENT)
-
-
-def quote(provider_id: str, amount: Decimal) -> dict[str, Any]:
-    """What the customer will be charged for a credit of ``amount``: shown before paying and
-    recorded on the payment."""
-    provider = get_provider(provider_id)
-    amount = validate_amount(amount)
-    fee = provider.fee(amount)
-    return {"provider": provider, "amount": amount, "fee": fee, "total": amount + fee}
-
-
-def start_topup(
-    *,
-    account: Account,
-    provider_id: str,
-    amount: Decimal,
-    return_url: Any,
-    cancel_url: Any,
-    save_card: bool = False,
-) -> Payment:
-    """Record a payment and create it at the provider. ``return_url`` / ``cancel_url`` are
-    callables taking the new payment and giving absolute URLs. Nothing is credited here."""
-    provider = get_provider(provider_id)
-    if not provider.is_enabled:
-        raise TopupError(_("This payment method is not available."))
-    figures = quote(provider_id, amount)
-    payment = Payment.objects.create(
-        account=account,
-        provider=provider.identifier,
-        amount=figures["amount"],
-        fee=figures["fee"],
-        total=figures["total"],
-        save_card=save_card and provider.supports_off_session,
-        billing_details=profile_of(account).details(),
-    )
-    try:
-        provider.start(
-            payment,
-            return_url=return_url(payment),
-            cancel_url=cancel_url(payment),
-            email=account.user.email,
-        )
-        _record_checkout(payment)
-    except DuplicateReference as exc:
-        log.warning("starting payment %s at %s: %s", payment.uuid, provider_id, exc)
-        mark(payment, Status.FAILED, _("The payment provider answered with another payment's id."))
-        raise TopupError(
-            _(
-                "The payment provider answered with the reference of another payment, so this "
-                "top-up was stopped. Nothing was charged; try again in a moment."
-            )
-        ) from exc
-    except ProviderError as exc:
-        log.warning("starting payment %s at %s failed: %s", payment.uuid, provider_id, exc)
-        mark(payment, Status.FAILED, _("The payment provider could not be reached."))
-        raise TopupError(
-            _("The payment provider could not be reached. Nothing was charged; try again.")
-        ) from exc
-    return payment
-
-
-def _record_checkout(payment: Payment) -> None:
-    """Store where the provider sends the customer and its id for the payment. An id that
-    another payment holds (unique per provider) is refused rather than crashing on the
-    constraint: a stand-in that restarted, or a replayed answer, must not tie two payments to
-    one provider object."""
-    url = payment.checkout_url
-    if not (isinstance(url, str) and len(url) <= 2000 and url.startswith(("https://", "http://"))):
-        raise Malformed(f"{payment.provider}: a checkout URL that is not one")
+def record_checkout(payment: Payment) -> bool:
+    """Store where the provider sends the customer and the provider's ids for the payment (set
+    on ``payment`` by the provider's ``start``). An id that another payment holds (unique per
+    provider) is refused, storing nothing, rather than crashing on the constraint: a stand-in
+    that restarted, or a replayed answer, must not tie two payments to one provider object.
+    Returns whether it was stored."""
     if _held_by_another(payment, checkout_id=payment.checkout_id):
-        raise DuplicateReference(f"{payment.provider}: {payment.checkout_id} is another payment's")
+        return False
     try:
         with transaction.atomic():
             Payment.objects.filter(pk=payment.pk).update(
                 checkout_id=payment.checkout_id,
-                checkout_url=url,
+                checkout_url=payment.checkout_url,
                 provider_payment_id=payment.provider_payment_id,
             )
     except IntegrityError:  # the same id stored by another request at the same moment
-        raise DuplicateReference(
-            f"{payment.provider}: {payment.checkout_id} is another payment's"
-        ) from None
+        return False
+    return True
 
 
 def _held_by_another(payment: Payment, **ids: str) -> bool:
@@ -224,13 +144,10 @@ def confirm(
     p.save()
     account_id, auto = p.account_id, p.auto
     log.info("payment %s credited %s USD", p.uuid, credit)
-
-    def after() -> None:
-        from . import alerts
-
-        alerts.after_credit(account_id, auto_topup=auto)
-
-    transaction.on_commit(after, robust=True)
+    transaction.on_commit(
+        lambda: signals.credited.send(sender=Payment, account_id=account_id, auto_topup=auto),
+        robust=True,
+    )
     return p
 
 
@@ -267,18 +184,6 @@ def attach(payment: Payment | int, *, provider_payment_id: str) -> Payment:
     p.provider_payment_id = provider_payment_id
     p.save(update_fields=["provider_payment_id", "updated_at"])
     return p
-
-
-def cancel(payment: Payment) -> Payment:
-    """The customer gave up on a payment they have not paid: the provider's cancel hook
-    records it (through :func:`mark`, which moves only a payment still ``created``), or asks
-    the provider where it stands when a payment cannot be withdrawn (a crypto invoice). A
-    payment made after all is still credited when the provider confirms it. No row lock is
-    held here: the hook may call the provider."""
-    if payment.status == Status.CREATED:
-        get_provider(payment.provider).cancel(payment)
-    payment.refresh_from_db()
-    return payment
 
 
 @transaction.atomic
@@ -447,27 +352,47 @@ def set_dispute_status(payment: Payment, status: str) -> None:
     Payment.objects.filter(pk=payment.pk).update(dispute_status=status[:40])
 
 
-def sync(payment: Payment) -> Payment:
-    """Ask the provider where an open payment stands (return from the provider's page, the
-    periodic check, the admin's "check at provider")."""
-    get_provider(payment.provider).sync(payment)
-    payment.refresh_from_db()
-    return payment
-
-
-def sync_open_payments(max_age_hours: int = 48) -> int:
-    """Catch webhooks that never came: ask about payments still open after a few minutes."""
-    now = timezone.now()
-    open_payments = Payment.objects.filter(
-        status__in=[Status.CREATED, Status.PENDING],
-        created_at__lt=now - timedelta(minutes=5),
-        created_at__gt=now - timedelta(hours=max_age_hours),
-    ).exclude(checkout_id="", auto=False)
-    checked = 0
-    for payment in open_payments.iterator():
-        try:
-            sync(payment)
-        except ProviderError as exc:
-            log.warning("checking payment %s at %s failed: %s", payment.uuid, payment.provider, exc)
-        checked += 1
-    return checked
+def auto_topup_failed(payment: Payment, reason: str) -> None:
+    """An auto top-up's charge failed (the card was declined, or the provider refused it for
+    good). The payment fails, and one failure is counted per payment; the third in a row
+    switches auto top-up off and tells the user."""
+    with transaction.atomic():
+        p = Payment.objects.select_for_update().get(pk=payment.pk)
+        if p.status in {Status.FAILED, Status.CONFIRMED}:
+            return
+        p.status = Status.FAILED
+        p.status_detail = reason[:300]
+        p.save(update_fields=["status", "status_detail", "updated_at"])
+        profile = BillingProfile.objects.select_for_update().get(account_id=p.account_id)
+        profile.auto_topup_failures += 1
+        profile.auto_topup_last_error = reason[:300]
+        switched_off = profile.auto_topup_failures >= settings.TP_AUTO_TOPUP_MAX_FAILURES
+        if switched_off:
+            profile.auto_topup_enabled = False
+        profile.save(
+            update_fields=[
+                "auto_topup_failures",
+                "auto_topup_last_error",
+                "auto_topup_enabled",
+                "updated_at",
+            ]
+        )
+        email = p.account.user.email
+        failures = profile.auto_topup_failures
+    log.warning("auto top-up %s failed (%s in a row): %s", p.uuid, failures, reason)
+    if switched_off:
+        send_mail(
+            _("[TokenPapa] Auto top-up is off"),
+            _(
+                "We could not charge your saved card for an automatic top-up %(n)s times in a "
+                "row (last reason: %(reason)s), so auto top-up is now switched off.\n\n"
+                "Check your card and switch it on again: %(url)s\n"
+            )
+            % {
+                "n": failures,
+                "reason": reason,
+                "url": str(settings.TP_SITE_URL) + reverse("billing_settings"),
+            },
+            None,
+            [email],
+        )

@@ -7,8 +7,8 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
+from . import alerts, sync, topups, usage, webhooks
 from . import reconcile as reconciliation
-from . import sync, usage
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,8 @@ def reconcile() -> int:
     return len(problems)
 
 
-# -- payments, alerts and auto top-up (issue 4) -------------------------------------------------
-
-
 @shared_task(
-    name="billing.check_balances",
+    name=alerts.CHECK_BALANCES,
     bind=True,
     acks_late=True,
     max_retries=5,
@@ -61,8 +58,6 @@ def reconcile() -> int:
 )
 def check_balances(self: Any, account_ids: list[int]) -> int:
     """Low-balance emails and auto top-ups for accounts just debited."""
-    from . import alerts
-
     failed = []
     for account_id in account_ids:
         try:
@@ -77,21 +72,15 @@ def check_balances(self: Any, account_ids: list[int]) -> int:
 
 @shared_task(name="billing.sweep_balances", time_limit=540, soft_time_limit=480)
 def sweep_balances() -> int:
-    from . import alerts
-
     return alerts.sweep()
 
 
 @shared_task(name="billing.sync_open_payments", time_limit=540, soft_time_limit=480)
 def sync_open_payments() -> int:
     """Payments still open after a few minutes: ask their provider (missed webhooks)."""
-    from . import payments
-
-    return payments.sync_open_payments()
+    return topups.sync_open_payments()
 
 
 @shared_task(name="billing.replay_failed_events", time_limit=540, soft_time_limit=480)
 def replay_failed_events() -> int:
-    from . import webhooks
-
     return len(webhooks.replay())

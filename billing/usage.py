@@ -1,5 +1,6 @@
 """Recording usage events from the relay: idempotent on the request id, one ledger debit per
-account per batch, rollups in the same transaction."""
+account per batch, rollups in the same transaction. Afterwards it announces the debit
+(``signals.debited``), on which the balance alerts act."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from catalog.models import PriceVersion
 from core.pricing import Price, cost
 from keys.models import ApiKey
 
-from . import alerts, ledger, sync
+from . import ledger, signals, sync
 from .models import LedgerEntry, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
             request_ids=request_ids,
         )
     if created:
-        alerts.after_debit(list(by_account))
+        signals.debited.send(sender=UsageEvent, account_ids=list(by_account))
     return created
 
 

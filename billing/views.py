@@ -20,11 +20,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.models import Account
 from accounts.selectors import account_of
 
-from . import ledger, payments, receipts, vouchers
+from . import alerts, ledger, receipts, topups, vouchers
 from .accounts import SIGNUP_REFERENCE, profile_of
 from .forms import AlertsForm, BillingDetailsForm, ConfirmTopupForm, TopupForm, VoucherForm
 from .models import DailyUsage, LedgerEntry, Payment, UsageEvent, Voucher
-from .providers import enabled_providers, get_provider
 from .providers.base import ProviderError
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,8 @@ def _billing_context(request: HttpRequest, account: Account, **extra: Any) -> di
         "flagged": recent.filter(status=Payment.Status.NEEDS_REVIEW),
         "profile": profile_of(account),
         "providers": [
-            {"p": p, "rule": p.fee_rule(), "simulated": p.is_simulated} for p in enabled_providers()
+            {"p": p, "rule": p.fee_rule(), "simulated": p.is_simulated}
+            for p in topups.enabled_providers()
         ],
         "form": extra.pop("form", None) or TopupForm(),
         "voucher_form": extra.pop("voucher_form", None) or VoucherForm(),
@@ -141,7 +141,7 @@ def topup(request: HttpRequest) -> HttpResponse:
             _billing_context(request, account, form=form),
             status=400,
         )
-    quote = payments.quote(form.cleaned_data["provider"], form.cleaned_data["amount"])
+    quote = topups.quote(form.cleaned_data["provider"], form.cleaned_data["amount"])
     save_card = form.cleaned_data["save_card"] and quote["provider"].supports_off_session
     response = render(
         request,
@@ -176,7 +176,7 @@ def topup_start(request: HttpRequest) -> HttpResponse:
         messages.error(request, _("That top-up could not start. Choose the amount again."))
         return redirect("billing")
     try:
-        payment = payments.start_topup(
+        payment = topups.start_topup(
             account=account,
             provider_id=form.cleaned_data["provider"],
             amount=form.cleaned_data["amount"],
@@ -188,7 +188,7 @@ def topup_start(request: HttpRequest) -> HttpResponse:
                 reverse("billing_payment_cancel", args=[p.uuid])
             ),
         )
-    except payments.TopupError as exc:
+    except topups.TopupError as exc:
         messages.error(request, str(exc))
         return redirect("billing")
     return redirect(payment.checkout_url)
@@ -204,7 +204,7 @@ def payment_return(request: HttpRequest, uuid: Any) -> HttpResponse:
     payment = _payment(request, uuid)
     try:
         query = {name: str(value) for name, value in request.GET.items()}
-        get_provider(payment.provider).on_return(payment, query)
+        topups.returned(payment, query)
     except ProviderError as exc:
         log.warning("return from %s for %s: %s", payment.provider, payment.uuid, exc)
         messages.warning(
@@ -222,7 +222,7 @@ def payment_cancel(request: HttpRequest, uuid: Any) -> HttpResponse:
     payment = _payment(request, uuid)
     if request.method == "POST":
         try:
-            payment = payments.cancel(payment)
+            payment = topups.cancel(payment)
         except ProviderError as exc:
             log.warning("cancel at %s for %s: %s", payment.provider, payment.uuid, exc)
             messages.warning(
@@ -256,7 +256,7 @@ def payment_detail(request: HttpRequest, uuid: Any) -> HttpResponse:
     payment = _payment(request, uuid)
     if request.method == "POST" and payment.is_open:
         try:
-            payments.sync(payment)
+            topups.sync(payment)
         except ProviderError as exc:
             log.warning("checking %s at %s: %s", payment.uuid, payment.provider, exc)
         return redirect("billing_payment", uuid=payment.uuid)
@@ -334,8 +334,6 @@ def billing_settings(request: HttpRequest) -> HttpResponse:
             alerts_form = AlertsForm(request.POST, instance=profile, prefix="alerts")
             if alerts_form.is_valid():
                 alerts_form.save()
-                from . import alerts
-
                 alerts.after_debit([account.pk])  # act on the new thresholds now
                 messages.success(request, _("Balance settings saved."))
                 return redirect("billing_settings")

@@ -26,8 +26,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from .models import WebhookEvent
-from .providers import get_provider
 from .providers.base import MAX_ID_LENGTH, Ignore, InvalidWebhook, Malformed, ProviderError
+from .topups import get_provider
 
 log = logging.getLogger(__name__)
 

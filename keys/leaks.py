@@ -19,6 +19,9 @@ import json
 import logging
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
@@ -59,10 +62,6 @@ def _verified(request: HttpRequest) -> bool:
     key_id = _header(request, "Github-Public-Key-Identifier")
     github_signature = _header(request, "Github-Public-Key-Signature")
     if key_id in keys and github_signature:
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
         try:
             public_key = serialization.load_pem_public_key(keys[key_id].encode())
             if not isinstance(public_key, ec.EllipticCurvePublicKey):

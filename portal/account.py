@@ -14,6 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from allauth.account.models import EmailAddress
+from allauth.usersessions.models import UserSession
+from django.apps import apps
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
@@ -111,8 +113,6 @@ def delete(user: User) -> None:
     for management_key in account.management_keys.filter(revoked_at__isnull=True):
         revoke_management_key(key=management_key)
     # Every signed-in session of the user ends (allauth's session list knows them all).
-    from allauth.usersessions.models import UserSession
-
     for session in UserSession.objects.filter(user=user):
         session.end()
     EmailAddress.objects.filter(user=user).delete()
@@ -129,8 +129,6 @@ def delete(user: User) -> None:
 def _delete_related(user: User) -> None:
     """Other personal records apps keep about the user (two-factor devices, sessions list,
     billing details), wherever those apps are installed."""
-    from django.apps import apps
-
     for label, model_name, field in (
         ("mfa", "Authenticator", "user"),
         ("billing", "BillingProfile", "account__user"),

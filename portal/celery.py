@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from celery import Celery, signals
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
@@ -34,6 +35,4 @@ app.conf.CELERY_DB_REUSE_MAX = int(os.environ.get("TP_WORKER_DB_REUSE_MAX", "500
 
 @signals.task_prerun.connect
 def _check_database_connections(**kwargs: Any) -> None:
-    from django.db import close_old_connections
-
     close_old_connections()

@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -400,10 +401,8 @@ TP_COMPANY_VAT_ID = os.environ.get("TP_COMPANY_VAT_ID", "")
 TP_COMPANY_EMAIL = os.environ.get("TP_COMPANY_EMAIL", "")
 TP_COMPANY_REGISTRATION = os.environ.get("TP_COMPANY_REGISTRATION", "")
 if not DEBUG:
-    from urllib.parse import urlsplit as _urlsplit
-
     for _name in ("STRIPE_API_BASE", "PAYPAL_API_BASE", "BTCPAY_URL"):
-        _host = (_urlsplit(globals()[_name]).hostname or "").lower()
+        _host = (urlsplit(globals()[_name]).hostname or "").lower()
         if _host in {"localhost", "0.0.0.0", "::1"} or _host.startswith("127."):  # noqa: S104
             raise ImproperlyConfigured(
                 f"{_name} points at {_host}: the payment simulators are for development only"

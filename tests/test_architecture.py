@@ -3,6 +3,7 @@ contract breaks when an import goes the wrong way."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,18 @@ def tree(tmp_path: Path) -> Path:
             "def _f():\n    from keys import services",
             "catalog is not allowed to import keys",
         ),
+        # Inside billing: the ledger is below the payment state machine that credits through it.
+        (
+            "billing/ledger.py",
+            "from billing import payments",
+            "billing.ledger is not allowed to import billing.payments",
+        ),
+        # The state machine is below the top-ups that call a provider, even from a function.
+        (
+            "billing/payments.py",
+            "def _f():\n    from billing import topups",
+            "billing.payments is not allowed to import billing.topups",
+        ),
         ("core/pricing.py", "import django", "The core is pure"),
         ("relay/app.py", "from billing import ledger", "never Django"),
     ],
@@ -67,3 +80,41 @@ def test_an_import_the_wrong_way_breaks_a_contract(
     done = lint_imports(tree)
     assert done.returncode != 0
     assert broken in done.stdout, done.stdout
+
+
+def test_a_billing_module_that_is_in_no_layer_breaks_the_contract(tree: Path) -> None:
+    (tree / "billing" / "bonus.py").write_text("from billing import ledger\n")
+    done = lint_imports(tree)
+    assert done.returncode != 0
+    assert "- billing.bonus" in done.stdout, done.stdout
+
+
+def imports_in_function_bodies(path: Path) -> list[str]:
+    """``file:line`` of every import made inside a function (a cycle dodged, or a dependency
+    hidden from the contracts), except an app's ready() registering its receivers."""
+    found: list[str] = []
+
+    def visit(node: ast.AST, function: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, child.name)
+            elif isinstance(child, ast.Import | ast.ImportFrom) and function is not None:
+                if not (path.name == "apps.py" and function == "ready"):
+                    found.append(f"{path.relative_to(ROOT)}:{child.lineno}")
+            else:
+                visit(child, function)
+
+    visit(ast.parse(path.read_text(), str(path)), None)
+    return found
+
+
+def test_no_import_hides_in_a_function_body() -> None:
+    apps = ("core", "lib", "accounts", "catalog", "keys", "billing", "portal")
+    found = [
+        where
+        for name in apps
+        for path in sorted((ROOT / name).rglob("*.py"))
+        if "migrations" not in path.parts
+        for where in imports_in_function_bodies(path)
+    ]
+    assert not found

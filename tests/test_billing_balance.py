@@ -17,7 +17,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from billing import alerts, ledger, usage, vouchers
+from billing import alerts, ledger, payments, usage, vouchers
 from billing.accounts import profile_of
 from billing.models import BillingProfile, LedgerEntry, Payment, Voucher
 
@@ -134,6 +134,29 @@ def test_the_low_balance_email_goes_once_per_crossing(alice: Any) -> None:
     debit(alice.account, "8")  # 4: a second crossing
     alerts.check_balance(alice.account.pk)
     assert low_emails() == 2
+
+
+def test_a_credited_payment_re_arms_the_alert_and_clears_auto_top_up_failures(alice: Any) -> None:
+    # The state machine cannot call the alerts (they sit above it): it announces the credit.
+    BillingProfile.objects.filter(pk=profile_of(alice.account).pk).update(
+        low_balance_threshold=Decimal("5"),
+        low_balance_notified=True,
+        auto_topup_failures=2,
+        auto_topup_last_error="card declined",
+    )
+    payment = Payment.objects.create(
+        account=alice.account,
+        provider="stripe",
+        amount=Decimal("10"),
+        total=Decimal("10"),
+        auto=True,
+    )
+    payments.confirm(
+        payment, provider_payment_id="pi_1", amount_received=Decimal("10"), currency="usd"
+    )
+    profile = profile_of(alice.account)
+    assert not profile.low_balance_notified
+    assert (profile.auto_topup_failures, profile.auto_topup_last_error) == (0, "")
 
 
 def test_usage_recording_queues_the_check_only_for_watched_accounts(

@@ -33,8 +33,8 @@ from hypothesis.stateful import (
 
 from billing import ledger, usage, vouchers, webhooks
 from billing.models import LedgerEntry, Payment, PaymentAdjustment, WebhookEvent
-from billing.providers import get_provider
 from billing.providers.base import cents
+from billing.topups import get_provider
 
 from .billing_fixtures import stripe_event, stripe_sign
 

@@ -13,8 +13,9 @@ from django.core import mail
 from django.test import Client
 from django.urls import reverse
 
-from billing import ledger, payments
+from billing import ledger
 from billing.models import LedgerEntry, Payment, WebhookEvent
+from billing.topups import sync_open_payments
 
 from .billing_fixtures import (
     delivered,
@@ -295,7 +296,7 @@ def test_the_periodic_check_credits_a_payment_whose_webhooks_never_came(
     Payment.objects.filter(pk=payment.pk).update(
         created_at=payment.created_at - timedelta(minutes=10)
     )
-    assert payments.sync_open_payments() == 1
+    assert sync_open_payments() == 1
     assert Payment.objects.get(pk=payment.pk).status == "confirmed"
     payments_on.simulator.held.clear()
 

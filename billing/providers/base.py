@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
+from typing import Any, ClassVar, Literal, TypeVar, overload
 from urllib.parse import urlsplit
 
 import requests
@@ -23,8 +23,8 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
-if TYPE_CHECKING:
-    from billing.models import Payment
+from .. import payments
+from ..models import Payment
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +303,6 @@ class PaymentProvider:
     def cancel(self, payment: Payment) -> None:
         """The customer gave up on the provider's page. The default only records it (a
         payment made after all is still credited when the provider confirms it)."""
-        from billing import payments
-
         payments.mark(payment, "canceled", _("Canceled by the customer."))
 
     # -- the provider's side ----------------------------------------------------------------

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
@@ -21,6 +21,8 @@ from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from .. import payments
+from ..models import Payment
 from .base import (
     MAX_ID_LENGTH,
     Ignore,
@@ -36,9 +38,6 @@ from .base import (
     origin,
     parse_json,
 )
-
-if TYPE_CHECKING:
-    from billing.models import Payment
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +136,6 @@ class BTCPay(PaymentProvider):
         self.sync(payment)
 
     def _apply_invoice(self, payment: Payment, invoice: dict[str, Any]) -> None:
-        from billing import payments
-
         if invoice.get("id") != payment.checkout_id:
             raise ProviderError("btcpay: answered about another invoice", retry=False)
         status = invoice.get("status")
@@ -198,8 +195,6 @@ class BTCPay(PaymentProvider):
         return str(event.get("originalDeliveryId") or event["deliveryId"]), event["type"]
 
     def on_invoice(self, event: dict[str, Any]) -> None:
-        from billing import payments
-
         if event.get("storeId") != settings.BTCPAY_STORE_ID:
             raise Ignore("another store's invoice")
         invoice_id = ident(event, "invoiceId")

@@ -14,7 +14,7 @@ import logging
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -23,6 +23,8 @@ from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from .. import payments
+from ..models import Payment
 from .base import (
     MAX_ID_LENGTH,
     Ignore,
@@ -39,9 +41,6 @@ from .base import (
     origin,
     parse_json,
 )
-
-if TYPE_CHECKING:
-    from billing.models import Payment
 
 log = logging.getLogger(__name__)
 
@@ -221,16 +220,12 @@ class PayPal(PaymentProvider):
                 self.sync(payment)
                 return
             if exc.code in {"INSTRUMENT_DECLINED", "PAYER_ACTION_REQUIRED"}:
-                from billing import payments
-
                 payments.mark(payment, "failed", gettext("PayPal declined the payment."))
                 return
             raise
         self._apply_order(payment, order)
 
     def sync(self, payment: Payment) -> None:
-        from billing import payments
-
         if not payment.checkout_id:
             return
         _, order = self.api("GET", f"/v2/checkout/orders/{payment.checkout_id}")
@@ -249,8 +244,6 @@ class PayPal(PaymentProvider):
                 return
 
     def _apply_capture(self, payment: Payment, capture: dict[str, Any]) -> None:
-        from billing import payments
-
         status = capture.get("status")
         if status in {"COMPLETED", "PARTIALLY_REFUNDED", "REFUNDED"}:
             # A refunded capture was completed first: credit it, the refund follows.
@@ -342,8 +335,6 @@ class PayPal(PaymentProvider):
     def _payment(
         self, *, order_id: str | None = None, capture_id: str | None = None, uuid: str | None = None
     ) -> Payment:
-        from billing import payments
-
         payment = payments.find(
             self.identifier, checkout_id=order_id, provider_payment_id=capture_id, uuid=uuid
         )
@@ -378,7 +369,6 @@ class PayPal(PaymentProvider):
                 capture_id = href.rstrip("/").rsplit("/", 1)[-1]
         if not capture_id or not _OBJECT_ID.fullmatch(capture_id):
             raise Ignore("a refund that names no capture")
-        from billing import payments
 
         payment = payments.find(self.identifier, provider_payment_id=capture_id)
         if payment is not None and payment.status == "confirmed":
@@ -400,8 +390,6 @@ class PayPal(PaymentProvider):
         return payment
 
     def on_refunded(self, event: dict[str, Any]) -> None:
-        from billing import payments
-
         refund = event["resource"]
         if refund.get("status", "COMPLETED") != "COMPLETED":
             raise Ignore(f"refund {str(refund.get('status'))[:40]}")
@@ -412,8 +400,6 @@ class PayPal(PaymentProvider):
         )
 
     def on_reversed(self, event: dict[str, Any]) -> None:
-        from billing import payments
-
         reversal = event["resource"]
         reversal_id = ident(reversal, "id", required=True)
         amount, _ = _money(reversal, "amount")

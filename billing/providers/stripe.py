@@ -13,7 +13,7 @@ import re
 import time
 from decimal import Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import stripe
 from django.conf import settings
@@ -22,6 +22,9 @@ from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from .. import payments
+from ..accounts import profile_of
+from ..models import BillingProfile, Payment
 from .base import (
     MAX_ID_LENGTH,
     DuplicateReference,
@@ -40,9 +43,6 @@ from .base import (
     origin,
     parse_json,
 )
-
-if TYPE_CHECKING:
-    from billing.models import BillingProfile, Payment
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,6 @@ class Stripe(PaymentProvider):
     # -- the customer's side ----------------------------------------------------------------
 
     def start(self, payment: Payment, *, return_url: str, cancel_url: str, email: str) -> None:
-        from billing.accounts import profile_of
-
         name = gettext("TokenPapa credit")
         params: dict[str, Any] = {
             "mode": "payment",
@@ -225,8 +223,6 @@ class Stripe(PaymentProvider):
         return profile.stripe_customer_id
 
     def sync(self, payment: Payment) -> None:
-        from billing import payments
-
         if payment.checkout_id:
             session = self.call(self.client().v1.checkout.sessions.retrieve, payment.checkout_id)
             self._apply_session(payment, session)
@@ -238,18 +234,13 @@ class Stripe(PaymentProvider):
         elif payment.auto:
             # The charge call never answered: make it again under the same idempotency key,
             # which gives Stripe's first answer if the first call did reach it.
-            from billing import alerts
-            from billing.accounts import profile_of
-
             reason = self.charge_off_session(payment, profile_of(payment.account))
             if reason is not None:
-                alerts.auto_topup_failed(payment, reason)
+                payments.auto_topup_failed(payment, reason)
         else:
             payments.mark(payment, "failed", gettext("Never reached the card processor."))
 
     def _apply_session(self, payment: Payment, session: dict[str, Any]) -> None:
-        from billing import payments
-
         intent = _id(session, "payment_intent")
         if session.get("payment_status") == "paid":
             if not intent:
@@ -268,8 +259,6 @@ class Stripe(PaymentProvider):
             payments.mark(payment, "expired", gettext("The checkout page expired."))
 
     def _apply_intent(self, payment: Payment, intent: dict[str, Any]) -> None:
-        from billing import payments
-
         if intent.get("status") == "succeeded":
             payments.confirm(
                 payment,
@@ -284,8 +273,6 @@ class Stripe(PaymentProvider):
 
     def remember_card(self, payment: Payment, intent_id: str) -> None:
         """Keep the card the customer agreed to save, for auto top-ups (off-session)."""
-        from billing.accounts import profile_of
-
         intent = self.call(
             self.client().v1.payment_intents.retrieve, intent_id, {"expand": ["payment_method"]}
         )
@@ -311,8 +298,6 @@ class Stripe(PaymentProvider):
     def charge_off_session(self, payment: Payment, profile: BillingProfile) -> str | None:
         """Charge the saved card for an auto top-up. Returns None when the charge went
         through (or is processing) and the reason when the card was declined."""
-        from billing import payments
-
         params = {
             "amount": cents(payment.total),
             "currency": "usd",
@@ -382,8 +367,6 @@ class Stripe(PaymentProvider):
         return event["id"], event["type"]
 
     def _payment_for(self, obj: dict[str, Any]) -> Payment:
-        from billing import payments
-
         obj_id = ident(obj, "id", required=True)
         metadata = field(obj, "metadata", dict) or {}
         payment = payments.find(
@@ -399,8 +382,6 @@ class Stripe(PaymentProvider):
     def _confirmed_payment_of_intent(self, intent_id: str | None) -> Payment:
         """The payment a refund or dispute is about, credited first if its own success
         event has not arrived yet (events out of order)."""
-        from billing import payments
-
         if not intent_id:
             raise Ignore("no PaymentIntent on this object")
         payment = payments.find(self.identifier, provider_payment_id=intent_id)
@@ -419,16 +400,12 @@ class Stripe(PaymentProvider):
         self._apply_session(self._payment_for(session), session)
 
     def on_session_failed(self, event: dict[str, Any]) -> None:
-        from billing import payments
-
         session = event["data"]["object"]
         payments.mark(
             self._payment_for(session), "failed", gettext("The bank declined the payment.")
         )
 
     def on_session_expired(self, event: dict[str, Any]) -> None:
-        from billing import payments
-
         session = event["data"]["object"]
         payments.mark(self._payment_for(session), "expired", gettext("The checkout page expired."))
 
@@ -437,18 +414,14 @@ class Stripe(PaymentProvider):
         self._apply_intent(self._payment_for(intent), intent)
 
     def on_intent_failed(self, event: dict[str, Any]) -> None:
-        from billing import alerts
-
         intent = event["data"]["object"]
         payment = self._payment_for(intent)
         if payment.auto:
             error = field(intent, "last_payment_error", dict) or {}
-            alerts.auto_topup_failed(payment, field(error, "message", str) or "card declined")
+            payments.auto_topup_failed(payment, field(error, "message", str) or "card declined")
         # In Checkout the customer may try another card on the same page: nothing to do.
 
     def on_charge_refunded(self, event: dict[str, Any]) -> None:
-        from billing import payments
-
         charge = event["data"]["object"]
         refunded = from_cents(charge.get("amount_refunded", 0))
         payment = self._confirmed_payment_of_intent(_id(charge, "payment_intent"))
@@ -468,8 +441,6 @@ class Stripe(PaymentProvider):
         return self._confirmed_payment_of_intent(intent)
 
     def on_dispute_updated(self, event: dict[str, Any]) -> None:
-        from billing import payments
-
         dispute = event["data"]["object"]
         payment = payments.find(self.identifier, provider_payment_id=_id(dispute, "payment_intent"))
         if payment is None:
@@ -490,8 +461,6 @@ class Stripe(PaymentProvider):
         return withdrawn, returned
 
     def on_dispute_funds_withdrawn(self, event: dict[str, Any]) -> None:
-        from billing import payments
-
         dispute = event["data"]["object"]
         dispute_id = ident(dispute, "id", required=True)
         gross = from_cents(dispute.get("amount"))
@@ -501,8 +470,6 @@ class Stripe(PaymentProvider):
         )
 
     def on_dispute_funds_reinstated(self, event: dict[str, Any]) -> None:
-        from billing import payments
-
         dispute = event["data"]["object"]
         dispute_id = ident(dispute, "id", required=True)
         gross = from_cents(dispute.get("amount"))

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from billing import payments
+from billing import topups
 
 
 class Command(BaseCommand):
@@ -14,5 +14,5 @@ class Command(BaseCommand):
         parser.add_argument("--hours", type=int, default=48, help="how far back to look")
 
     def handle(self, *args: Any, hours: int, **options: Any) -> None:
-        checked = payments.sync_open_payments(max_age_hours=hours)
+        checked = topups.sync_open_payments(max_age_hours=hours)
         self.stdout.write(f"Checked {checked} open payment(s).")
