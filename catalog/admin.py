@@ -5,6 +5,7 @@ key is write-only; what the admin edits is kept when the catalog file is loaded 
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -199,7 +200,10 @@ class PriceVersionAdmin(admin.ModelAdmin):
         if current is not None:
             for name in PriceVersion.PRICE_FIELDS:
                 value = getattr(current, name)
-                initial[name] = "" if value is None else f"{value.normalize():f}"
+                if isinstance(value, Decimal):
+                    initial[name] = f"{value.normalize():f}"
+                else:
+                    initial[name] = "" if value is None else value
         return initial
 
     def add_view(

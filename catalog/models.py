@@ -4,7 +4,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -50,6 +50,23 @@ class Provider(models.Model):
     # Per-provider quirks of the API shape, read by the relay's adapter, e.g.
     # {"send_stream_options": false, "drop_params": ["seed"], "rename_params": {"a": "b"}}.
     options = models.JSONField(default=dict, blank=True)
+    # Listed: its models are shown in the catalog and served (the operator's choice).
+    active = models.BooleanField(_("listed"), default=True)
+    doc_url = models.URLField(_("documentation"), blank=True)
+    # Data policy, as the provider states it (shown on model pages; routing can filter on it).
+    region = models.CharField(
+        _("region"), max_length=40, blank=True, help_text=_("Where it processes requests.")
+    )
+    trains_on_prompts = models.BooleanField(
+        _("trains on prompts"), null=True, blank=True, help_text=_("Empty: not known.")
+    )
+    prompt_retention_days = models.PositiveIntegerField(
+        _("keeps prompts (days)"),
+        null=True,
+        blank=True,
+        help_text=_("0: not kept (zero data retention). Empty: not known."),
+    )
+    privacy_url = models.URLField(_("privacy policy"), blank=True)
     source = source_field()
 
     def __str__(self) -> str:
@@ -74,7 +91,16 @@ class Model(models.Model):
         "sort_order",
     )
 
-    id = models.SlugField(primary_key=True, max_length=100)
+    id = models.CharField(
+        primary_key=True,
+        max_length=150,
+        validators=[
+            RegexValidator(
+                r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+                _("Letters, digits and . _ : / - only, starting with a letter or digit."),
+            )
+        ],
+    )
     name = models.CharField(max_length=150)
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
     upstream_model = models.CharField(max_length=150)
@@ -87,7 +113,24 @@ class Model(models.Model):
     vision = models.BooleanField(default=False)
     embeddings = models.BooleanField(default=False)
     open_weights = models.BooleanField(default=False)
-    active = models.BooleanField(default=True)
+    reasoning = models.BooleanField(default=False)
+    structured_outputs = models.BooleanField(_("structured outputs"), default=False)
+    # Who made it (the lab), as opposed to who serves it (the provider).
+    author = models.CharField(max_length=60, blank=True)
+    family = models.CharField(max_length=100, blank=True)
+    release_date = models.DateField(null=True, blank=True)
+    knowledge_cutoff = models.CharField(max_length=20, blank=True)
+    input_modalities = models.JSONField(default=list, blank=True)
+    output_modalities = models.JSONField(default=list, blank=True)
+    # OpenRouter's names: temperature, top_p, tools, tool_choice, response_format, ...
+    supported_parameters = models.JSONField(default=list, blank=True)
+    deprecated = models.BooleanField(default=False)
+    # Where an imported model came from ("models.dev:<provider>/<model>"): the import upserts by it.
+    import_key = models.CharField(
+        max_length=200, unique=True, null=True, blank=True, editable=False
+    )
+    added_at = models.DateTimeField(auto_now_add=True)
+    active = models.BooleanField(_("listed"), default=True)
     sort_order = models.PositiveIntegerField(default=100)
     source = source_field()
 
@@ -102,8 +145,9 @@ class Model(models.Model):
         return self.prices.order_by("-version").first()
 
 
-# Prices the cost function applies without rounding (catalog.loader checks the file the same way).
-PER_TOKENS: list[Callable[[Any], None]] = [MinValueValidator(Decimal(0)), MaxPlaces(3)]
+# USD per 1M tokens: up to six decimals (a millionth of a dollar per 1M tokens); the cost
+# function rounds a request's total once, up, to the nano-dollar.
+PER_TOKENS: list[Callable[[Any], None]] = [MinValueValidator(Decimal(0)), MaxPlaces(6)]
 
 
 class PriceVersion(models.Model):
@@ -115,8 +159,15 @@ class PriceVersion(models.Model):
         "input",
         "output",
         "cached_input",
+        "cache_write",
+        "cache_write_1h",
+        "reasoning",
+        "input_audio",
+        "output_audio",
+        "request",
         "image",
         "audio_second",
+        "tiers",
     )
 
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="prices")
@@ -134,6 +185,47 @@ class PriceVersion(models.Model):
         validators=PER_TOKENS,
         help_text=_("USD per 1M cached input tokens (empty: the input price)."),
     )
+    cache_write = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=PER_TOKENS,
+        help_text=_("USD per 1M tokens written to the prompt cache (5 minutes; empty: input)."),
+    )
+    cache_write_1h = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=PER_TOKENS,
+        help_text=_("USD per 1M tokens written to the 1-hour prompt cache (empty: cache write)."),
+    )
+    reasoning = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=PER_TOKENS,
+        help_text=_("USD per 1M reasoning tokens (empty: the output price)."),
+    )
+    input_audio = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=PER_TOKENS,
+        help_text=_("USD per 1M audio input tokens (empty: the input price)."),
+    )
+    output_audio = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        validators=PER_TOKENS,
+        help_text=_("USD per 1M audio output tokens (empty: the output price)."),
+    )
+    request = models.DecimalField(
+        **MONEY,
+        default=Decimal(0),
+        validators=[MinValueValidator(Decimal(0))],
+        help_text=_("USD per request (0: none)."),
+    )
     image = models.DecimalField(
         **MONEY,
         default=Decimal(0),
@@ -146,6 +238,12 @@ class PriceVersion(models.Model):
         validators=[MinValueValidator(Decimal(0)), MaxPlaces(6)],
         help_text=_("USD per second of input audio (0: none)."),
     )
+    # Long-context tiers: above a prompt size, other token prices for the whole request, e.g.
+    # [{"above": 200000, "input": "6", "output": "22.5", "cached_input": "0.6"}] (decimal
+    # strings, USD per 1M; a price a tier leaves out is the base one).
+    tiers = models.JSONField(default=list, blank=True)
+    # What the provider charges, before the margin rule (imported models), for the operator.
+    upstream = models.JSONField(default=dict, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     source = source_field()
 
@@ -193,6 +291,9 @@ class Route(models.Model):
         default=1, help_text=_("Share of the requests among routes of the same priority.")
     )
     active = models.BooleanField(default=True)
+    # What this route's provider allows where it differs from the model's (empty: the model's).
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     source = source_field()
     # Listed by the catalog file at its last load: such a route is switched off rather than
     # deleted (loadcatalog would add it again).
@@ -208,3 +309,35 @@ class Route(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_id} via {self.provider.slug}"
+
+
+class MarginRule(models.Model):
+    """What imported prices are marked up by: a percentage on the provider's own prices, for
+    one provider or (provider empty) for all the others. The seed's models in the catalog file
+    keep the file's prices."""
+
+    provider = models.OneToOneField(
+        Provider,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="margin_rule",
+        help_text=_("Empty: every provider without a rule of its own."),
+    )
+    percent = models.DecimalField(
+        _("margin (%)"),
+        max_digits=7,
+        decimal_places=3,
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider"], name="margin_one_default", nulls_distinct=False
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.percent}% on {self.provider or _('every provider')}"

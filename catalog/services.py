@@ -100,13 +100,16 @@ def delete_route(*, route: Route) -> None:
 
 def new_price_version(*, model: Model, source: str, **prices: Any) -> PriceVersion:
     """The next version of ``model``'s price (the previous + 1); the caller holds the model's
-    row lock and publishes. ``prices``: PriceVersion.PRICE_FIELDS (``cached_input`` None for
-    the input price, ``image`` and ``audio_second`` 0 when not charged)."""
+    row lock and publishes. ``prices``: PriceVersion.PRICE_FIELDS (a per-token price left None
+    falls back as the field says; ``request``, ``image`` and ``audio_second`` 0 when not
+    charged; ``tiers`` empty when there are none)."""
     last = model.prices.order_by("-version").values_list("version", flat=True).first()
     values = {name: prices[name] for name in PriceVersion.PRICE_FIELDS if name in prices}
-    for name in ("image", "audio_second"):
+    for name in ("request", "image", "audio_second"):
         if values.get(name) is None:
             values[name] = Decimal(0)
+    if values.get("tiers") is None:
+        values["tiers"] = []
     return PriceVersion.objects.create(
         model=model, version=(last or 0) + 1, source=source, **values
     )
@@ -114,25 +117,16 @@ def new_price_version(*, model: Model, source: str, **prices: Any) -> PriceVersi
 
 @transaction.atomic
 def add_price_version(
-    *,
-    model: Model,
-    input: Decimal,
-    output: Decimal,
-    cached_input: Decimal | None = None,
-    image: Decimal = Decimal(0),
-    audio_second: Decimal = Decimal(0),
+    *, model: Model, input: Decimal, output: Decimal, **prices: Any
 ) -> PriceVersion:
-    """A new current price for ``model``; older versions stay as they were (usage keeps the
-    version it was charged at)."""
+    """A new current price for ``model`` (the other PriceVersion.PRICE_FIELDS by name); older
+    versions stay as they were (usage keeps the version it was charged at)."""
+    unknown = set(prices) - set(PriceVersion.PRICE_FIELDS)
+    if unknown:
+        raise TypeError(f"not a price: {', '.join(sorted(unknown))}")
     locked = Model.objects.select_for_update().get(pk=model.pk)
     price = new_price_version(
-        model=locked,
-        source=Source.ADMIN,
-        input=input,
-        output=output,
-        cached_input=cached_input,
-        image=image,
-        audio_second=audio_second,
+        model=locked, source=Source.ADMIN, input=input, output=output, **prices
     )
     _publish_on_commit()
     return price

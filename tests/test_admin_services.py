@@ -362,8 +362,8 @@ def test_a_price_version_is_added_never_edited(
     form = form_of(admin_client, add)
     assert form["model"] == "mistral-small" and form["input"] == "0.2"
 
-    refused = submit(admin_client, add, input="0.0001")  # a fourth decimal: not without rounding
-    assert refused.status_code == 200 and "At most 3 decimal places" in refused.content.decode()
+    refused = submit(admin_client, add, input="0.0000001")  # below a millionth of a dollar per 1M
+    assert refused.status_code == 200 and "At most 6 decimal places" in refused.content.decode()
     response = submit(admin_client, add, input="0.25", output="0.75")
     assert response.status_code == 302 and response["Location"] == change_url(model)
 
