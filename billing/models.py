@@ -63,12 +63,19 @@ class UsageEvent(models.Model):
     key = models.ForeignKey(
         "keys.ApiKey", on_delete=models.SET_NULL, null=True, related_name="usage"
     )
-    model_id = models.CharField(max_length=100)
+    model_id = models.CharField(max_length=150)
     provider = models.CharField(max_length=50)
     upstream_model = models.CharField(max_length=150, blank=True)
+    # prompt_tokens counts the whole prompt, its cached, cache-written and audio tokens
+    # included; completion_tokens the whole output, its reasoning and audio tokens included.
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)  # to a 5-minute cache
+    cache_write_1h_tokens = models.PositiveIntegerField(default=0)  # to a 1-hour cache
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    input_audio_tokens = models.PositiveIntegerField(default=0)
+    output_audio_tokens = models.PositiveIntegerField(default=0)
     images = models.PositiveIntegerField(default=0)
     audio_ms = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(**MONEY, default=Decimal(0))
@@ -104,7 +111,7 @@ class DailyUsage(models.Model):
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="daily_usage")
     day = models.DateField()
     key = models.ForeignKey("keys.ApiKey", on_delete=models.PROTECT)
-    model_id = models.CharField(max_length=100)
+    model_id = models.CharField(max_length=150)
     requests = models.PositiveBigIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)

@@ -19,7 +19,7 @@ from catalog.models import PriceVersion
 from core.pricing import Price, cost
 from keys.models import ApiKey
 
-from . import ledger, signals, sync
+from . import ledger, routestats, signals, sync
 from .models import LedgerEntry, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ class Event:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
+    cache_write_1h_tokens: int
+    reasoning_tokens: int
+    input_audio_tokens: int
+    output_audio_tokens: int
     images: int
     audio_ms: int
     cost: Decimal
@@ -60,12 +65,18 @@ class Event:
             request_id=str(raw["request_id"])[:64],
             account=int(raw["account"]),
             key=int(raw["key"]),
-            model=str(raw["model"])[:100],
+            model=str(raw["model"])[:150],
             provider=str(raw.get("provider", ""))[:50],
             upstream_model=str(raw.get("upstream_model", ""))[:150],
             prompt_tokens=max(0, int(raw.get("prompt_tokens", 0))),
             completion_tokens=max(0, int(raw.get("completion_tokens", 0))),
             cached_tokens=max(0, int(raw.get("cached_tokens", 0))),
+            # (not in events spooled before they were counted: 0)
+            cache_write_tokens=max(0, int(raw.get("cache_write_tokens", 0))),
+            cache_write_1h_tokens=max(0, int(raw.get("cache_write_1h_tokens", 0))),
+            reasoning_tokens=max(0, int(raw.get("reasoning_tokens", 0))),
+            input_audio_tokens=max(0, int(raw.get("input_audio_tokens", 0))),
+            output_audio_tokens=max(0, int(raw.get("output_audio_tokens", 0))),
             images=max(0, int(raw.get("images", 0))),
             audio_ms=max(0, int(raw.get("audio_ms", 0))),
             cost=Decimal(str(raw.get("cost", "0"))),
@@ -110,6 +121,11 @@ def _priced(events: list[Event]) -> tuple[dict[str, Decimal], dict[str, Decimal]
                 prompt_tokens=e.prompt_tokens,
                 completion_tokens=e.completion_tokens,
                 cached_tokens=e.cached_tokens,
+                cache_write_tokens=e.cache_write_tokens,
+                cache_write_1h_tokens=e.cache_write_1h_tokens,
+                reasoning_tokens=e.reasoning_tokens,
+                input_audio_tokens=e.input_audio_tokens,
+                output_audio_tokens=e.output_audio_tokens,
                 images=e.images,
                 audio_ms=e.audio_ms,
             )
@@ -147,13 +163,14 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
     Repeating a batch (a redelivery, a replayed spool) records nothing twice and still tells
     Redis that every request in it is posted, so a crash between commit and that write heals.
     """
+    raw_events, failed = routestats.split(raw_events)
     events: list[Event] = []
     for raw in raw_events:
         try:
             events.append(Event.parse(raw))
         except (KeyError, TypeError, ValueError, ArithmeticError):
             log.error("dropping malformed usage event %r", raw.get("request_id"))
-    if not events:
+    if not events and not failed:
         return 0
     by_account: dict[int, dict[str, Event]] = defaultdict(dict)
     for e in events:
@@ -197,6 +214,9 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
         missing = set(by_account) - {a.pk for a in accounts}
         if missing:
             log.error("usage events for unknown accounts %s dropped", sorted(missing))
+        # Events dropped above don't count in the routes' figures either (nor twice if resent).
+        dropped = {rid for account_id in missing for rid in by_account[account_id]}
+        routestats.record([*raw_events, *failed], already=existing | dropped)
     for account_id, request_ids in to_post:
         last = LedgerEntry.objects.filter(account_id=account_id).order_by("-seq").first()
         sync.post(
@@ -220,6 +240,11 @@ _COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
     "images",
     "audio_ms",
     "cost",
@@ -261,6 +286,11 @@ def _insert(
             e.prompt_tokens,
             e.completion_tokens,
             e.cached_tokens,
+            e.cache_write_tokens,
+            e.cache_write_1h_tokens,
+            e.reasoning_tokens,
+            e.input_audio_tokens,
+            e.output_audio_tokens,
             e.images,
             e.audio_ms,
             amount,

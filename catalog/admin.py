@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 
 from . import services
-from .models import Model, PriceVersion, Provider, Route
+from .models import MarginRule, Model, PriceVersion, Provider, Route
 
 PRICE_COLUMNS = ("version", *PriceVersion.PRICE_FIELDS, "source", "created_at")
 
@@ -42,9 +42,25 @@ class ProviderForm(forms.ModelForm):
     )
     remove_api_key = forms.BooleanField(label=_("Remove the stored key"), required=False)
 
+    doc_url = forms.URLField(label=_("Documentation"), required=False, assume_scheme="https")
+    privacy_url = forms.URLField(label=_("Privacy policy"), required=False, assume_scheme="https")
+
     class Meta:
         model = Provider
-        fields = ["slug", "name", "api_shape", "base_url", "website", "options"]
+        fields = [
+            "slug",
+            "name",
+            "active",
+            "api_shape",
+            "base_url",
+            "website",
+            "options",
+            "doc_url",
+            "region",
+            "trains_on_prompts",
+            "prompt_retention_days",
+            "privacy_url",
+        ]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -57,16 +73,64 @@ def env_key_name(provider: Provider) -> str:
     return f"TP_PROVIDER_{provider.slug.upper().replace('-', '_')}_API_KEY"
 
 
+def _listing(
+    admin_: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any], listed: bool
+) -> None:
+    count = services.set_listed(queryset, listed=listed)
+    message = gettext("Listed: %(count)d.") if listed else gettext("Unlisted: %(count)d.")
+    admin_.message_user(request, message % {"count": count}, messages.SUCCESS)
+
+
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     form = ProviderForm
-    list_display = ("slug", "name", "api_shape", "base_url", "api_key_stored", "source")
+    list_display = (
+        "slug",
+        "name",
+        "active",
+        "api_shape",
+        "base_url",
+        "region",
+        "api_key_stored",
+        "source",
+    )
+    list_editable = ("active",)
+    list_filter = ("active", "api_shape", "region", "source")
+    search_fields = ("slug", "name")
     readonly_fields = ("api_key_stored", "source")
+    actions = ["list_providers", "unlist_providers"]
     fieldsets = (
-        (None, {"fields": ("slug", "name", "api_shape", "base_url", "website", "options")}),
+        (
+            None,
+            {"fields": ("slug", "name", "active", "api_shape", "base_url", "website", "options")},
+        ),
         (_("API key"), {"fields": ("api_key_stored", "new_api_key", "remove_api_key")}),
+        (
+            _("Documentation and data policy"),
+            {
+                "fields": (
+                    "doc_url",
+                    "region",
+                    "trains_on_prompts",
+                    "prompt_retention_days",
+                    "privacy_url",
+                )
+            },
+        ),
         (_("Origin"), {"fields": ("source",)}),
     )
+
+    def get_changelist_form(self, request: HttpRequest, **kwargs: Any) -> Any:
+        # Only the editable column (Django would build every field, URLs included).
+        return super().get_changelist_form(request, fields=self.list_editable, **kwargs)
+
+    @admin.action(description=_("List selected providers"))
+    def list_providers(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        _listing(self, request, queryset, True)
+
+    @admin.action(description=_("Unlist selected providers"))
+    def unlist_providers(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        _listing(self, request, queryset, False)
 
     @admin.display(description=_("API key stored"))
     def api_key_stored(self, obj: Provider) -> str:
@@ -126,14 +190,15 @@ class ModelAdmin(admin.ModelAdmin):
         "provider",
         "upstream_model",
         "context_window",
+        "author",
         "current_price",
         "active",
         "source",
     )
-    list_filter = ("provider", "active", "source")
-    search_fields = ("id", "name", "upstream_model")
+    list_filter = ("provider", "author", "active", "open_weights", "deprecated", "source")
+    search_fields = ("id", "name", "upstream_model", "author")
     inlines = [PriceInline]
-    actions = ["add_price_version"]
+    actions = ["add_price_version", "list_models", "unlist_models"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Model]:
         return super().get_queryset(request).select_related("provider").prefetch_related("prices")
@@ -162,6 +227,14 @@ class ModelAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Switch a model off instead (active): usage and keys keep naming it.
         return False
+
+    @admin.action(description=_("List selected models"))
+    def list_models(self, request: HttpRequest, queryset: QuerySet[Model]) -> None:
+        _listing(self, request, queryset, True)
+
+    @admin.action(description=_("Unlist selected models"))
+    def unlist_models(self, request: HttpRequest, queryset: QuerySet[Model]) -> None:
+        _listing(self, request, queryset, False)
 
     @admin.action(description=_("Add a price version"))
     def add_price_version(
@@ -282,3 +355,26 @@ class RouteAdmin(admin.ModelAdmin):
                 % ", ".join(kept),
                 messages.WARNING,
             )
+
+
+@admin.register(MarginRule)
+class MarginRuleAdmin(admin.ModelAdmin):
+    """What imported prices are marked up by; ``importcatalog`` adds the new price versions."""
+
+    list_display = ("__str__", "provider", "percent", "note")
+    list_select_related = ("provider",)
+
+    def save_model(self, request: HttpRequest, obj: MarginRule, form: Any, change: bool) -> None:
+        services.save_margin_rule(rule=obj)
+        self.message_user(
+            request,
+            gettext("Run manage.py importcatalog to price the imported models at this margin."),
+            messages.INFO,
+        )
+
+    def delete_model(self, request: HttpRequest, obj: MarginRule) -> None:
+        services.delete_margin_rule(rule=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[MarginRule]) -> None:
+        for rule in queryset:
+            services.delete_margin_rule(rule=rule)

@@ -4,11 +4,12 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, ClassVar
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from core.pricing import Price
+from core.pricing import TOKEN_PRICES, Price, Tier
 from lib.money import MONEY, MaxPlaces
 from lib.secrets import EncryptedField
 
@@ -47,8 +48,9 @@ class Provider(models.Model):
     # Set in the admin, kept encrypted (TP_SECRETS_KEYS); TP_PROVIDER_<SLUG>_API_KEY overrides it.
     api_key = EncryptedField(_("API key"), blank=True)
     website = models.URLField(blank=True)
-    # Per-provider quirks of the API shape, read by the relay's adapter, e.g.
-    # {"send_stream_options": false, "drop_params": ["seed"], "rename_params": {"a": "b"}}.
+    # Per-provider quirks of the API shape, read by the relay (every key is documented in
+    # relay/adapters/quirks.py), e.g. {"max_tokens_param": "max_completion_tokens",
+    # "rename_params": {"seed": "random_seed"}, "unsupported": {"logprobs": "refuse"}}.
     options = models.JSONField(default=dict, blank=True)
     # Listed: its models are shown in the catalog and served (the operator's choice).
     active = models.BooleanField(_("listed"), default=True)
@@ -256,15 +258,43 @@ class PriceVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.model_id} v{self.version}"
 
+    def clean(self) -> None:
+        """Tiers the cost function can read (a bad one would stop the catalog's publication)."""
+        try:
+            tiers = [Tier.from_dict(t) for t in self.tiers or []]
+        except (AttributeError, KeyError, TypeError, ValueError, ArithmeticError):
+            tiers = None
+        prices = [getattr(t, n) for t in tiers or [] for n in TOKEN_PRICES]
+        if (
+            tiers is None
+            or not isinstance(self.tiers, list)
+            or any(p is not None and p < 0 for p in prices)
+        ):
+            raise ValidationError(
+                {
+                    "tiers": _(
+                        'A list of tiers such as {"above": 200000, "input": "6", "output": '
+                        '"22.5"}: a prompt size in tokens and prices (USD per 1M, not negative).'
+                    )
+                }
+            )
+
     def as_price(self) -> Price:
         """The pure price the relay and the worker compute costs with."""
         return Price(
             version=self.version,
             input=self.input,
             output=self.output,
-            cached_input=self.cached_input if self.cached_input is not None else self.input,
+            cached_input=self.cached_input,
+            cache_write=self.cache_write,
+            cache_write_1h=self.cache_write_1h,
+            reasoning=self.reasoning,
+            input_audio=self.input_audio,
+            output_audio=self.output_audio,
+            request=self.request,
             image=self.image,
             audio_second=self.audio_second,
+            tiers=tuple(Tier.from_dict(t) for t in self.tiers or ()),
         )
 
 
@@ -341,3 +371,34 @@ class MarginRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.percent}% on {self.provider or _('every provider')}"
+
+
+class RouteHour(models.Model):
+    """One hour of one route's traffic (model × provider), from the usage events the worker
+    records (billing.routestats): the figures of the model pages and of the relay's
+    ``/v1/models/{id}/endpoints`` (catalog.figures). Every attempt counts, a failed one before
+    a failover too. Time to first token and throughput are histograms over the fixed buckets
+    of ``catalog.figures`` (a JSON list of counts, so the development SQLite works too), from
+    which the median is read."""
+
+    model_id = models.CharField(max_length=150)
+    provider = models.CharField(max_length=50)
+    hour = models.DateTimeField()
+    requests = models.PositiveIntegerField(default=0)
+    # Attempts that did not end well, whatever the cause (client errors and 429 included) ...
+    errors = models.PositiveIntegerField(default=0)
+    # ... and those the upstream is to blame for (5xx, unreachable, timed out, cut off).
+    upstream_errors = models.PositiveIntegerField(default=0)
+    ttfb = models.JSONField(default=list)  # counts per catalog.figures.TTFB_BUCKETS
+    tps = models.JSONField(default=list)  # counts per catalog.figures.TPS_BUCKETS
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_id", "provider", "hour"], name="routehour_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["hour"], name="routehour_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} via {self.provider} at {self.hour:%Y-%m-%d %H}:00"

@@ -17,7 +17,7 @@ from core.secrets import SecretError, looks_encrypted
 from lib.secrets import box, encrypt
 
 from . import sync
-from .models import Model, PriceVersion, Provider, Route, Source
+from .models import MarginRule, Model, PriceVersion, Provider, Route, Source
 
 
 def _publish_on_commit() -> None:
@@ -34,6 +34,32 @@ def differs(old: models.Model, new: models.Model, fields: tuple[str, ...]) -> bo
     return False
 
 
+# Besides the catalog file's fields, those ``importcatalog`` writes: an admin's change to one of
+# them marks the row as the admin's too, so that the next import keeps it.
+PROVIDER_FIELDS = (
+    *Provider.FILE_FIELDS,
+    "slug",
+    "doc_url",
+    "region",
+    "trains_on_prompts",
+    "prompt_retention_days",
+    "privacy_url",
+)
+MODEL_FIELDS = (
+    *Model.FILE_FIELDS,
+    "reasoning",
+    "structured_outputs",
+    "author",
+    "family",
+    "release_date",
+    "knowledge_cutoff",
+    "input_modalities",
+    "output_modalities",
+    "supported_parameters",
+    "deprecated",
+)
+
+
 @transaction.atomic
 def save_provider(
     *, provider: Provider, api_key: str | None = None, remove_api_key: bool = False
@@ -41,7 +67,7 @@ def save_provider(
     """Saves the provider's fields. ``api_key``: a new key to store (encrypted); ``None`` keeps
     the stored one; ``remove_api_key`` forgets it (the demo upstream answers, in demo mode)."""
     old = Provider.objects.select_for_update().filter(pk=provider.pk).first()
-    if old is None or differs(old, provider, (*Provider.FILE_FIELDS, "slug")):
+    if old is None or differs(old, provider, PROVIDER_FIELDS):
         provider.source = Source.ADMIN
     if remove_api_key:
         provider.api_key = ""
@@ -59,7 +85,7 @@ def save_model(*, model: Model) -> Model:
     """Saves a model. A new one gets a route through its own provider (as a model the catalog
     file gives no routes); the relays serve it once it has a price version too."""
     old = Model.objects.select_for_update().filter(pk=model.pk).first()
-    if old is None or differs(old, model, Model.FILE_FIELDS):
+    if old is None or differs(old, model, MODEL_FIELDS):
         model.source = Source.ADMIN
     model.save()
     if old is None and not model.routes.exists():
@@ -71,6 +97,35 @@ def save_model(*, model: Model) -> Model:
         )
     _publish_on_commit()
     return model
+
+
+@transaction.atomic
+def set_listed(rows: models.QuerySet[Provider] | models.QuerySet[Model], *, listed: bool) -> int:
+    """Lists (or unlists) the providers or models of ``rows``: listed ones are shown in the
+    catalog and served. The import never changes this; ``loadcatalog`` keeps it for the models
+    of the catalog file, whose listing it also gives, by marking them as the admin's. Returns
+    how many changed."""
+    ids: list[Any] = list(rows.exclude(active=listed).values_list("pk", flat=True))
+    if rows.model is Model:
+        changing = Model.objects.filter(pk__in=ids)
+        count = changing.filter(import_key__isnull=False).update(active=listed)
+        count += changing.filter(import_key__isnull=True).update(active=listed, source=Source.ADMIN)
+    else:
+        count = Provider.objects.filter(pk__in=ids).update(active=listed)
+    _publish_on_commit()
+    return count
+
+
+@transaction.atomic
+def save_margin_rule(*, rule: MarginRule) -> MarginRule:
+    """Saves a margin rule. Prices follow at the next ``importcatalog`` (as new versions)."""
+    rule.save()
+    return rule
+
+
+@transaction.atomic
+def delete_margin_rule(*, rule: MarginRule) -> None:
+    MarginRule.objects.filter(pk=rule.pk).delete()
 
 
 @transaction.atomic
@@ -102,9 +157,11 @@ def new_price_version(*, model: Model, source: str, **prices: Any) -> PriceVersi
     """The next version of ``model``'s price (the previous + 1); the caller holds the model's
     row lock and publishes. ``prices``: PriceVersion.PRICE_FIELDS (a per-token price left None
     falls back as the field says; ``request``, ``image`` and ``audio_second`` 0 when not
-    charged; ``tiers`` empty when there are none)."""
+    charged; ``tiers`` empty when there are none), and ``upstream``: what the provider charges
+    (imported prices, before the margin rule)."""
     last = model.prices.order_by("-version").values_list("version", flat=True).first()
-    values = {name: prices[name] for name in PriceVersion.PRICE_FIELDS if name in prices}
+    wanted = (*PriceVersion.PRICE_FIELDS, "upstream")
+    values = {name: prices[name] for name in wanted if name in prices}
     for name in ("request", "image", "audio_second"):
         if values.get(name) is None:
             values[name] = Decimal(0)

@@ -19,6 +19,7 @@ from core import state
 from lib.redis import client, evict
 from lib.secrets import box
 
+from . import api, figures
 from .models import Model, Provider, Route
 
 DEMO_API_KEY = "demo"
@@ -65,11 +66,10 @@ def route_entry(route: Route) -> dict[str, Any]:
 def snapshot() -> dict[str, Any]:
     models: dict[str, Any] = {}
     aliases: dict[str, str] = {}
-    queryset = Model.objects.filter(active=True).select_related("provider")
-    for model in queryset.prefetch_related(
-        Prefetch("routes", queryset=Route.objects.filter(active=True).select_related("provider")),
-        "prices",
-    ):
+    # Listed models of listed providers, through the routes of listed providers.
+    queryset = Model.objects.filter(active=True, provider__active=True).select_related("provider")
+    served = Route.objects.filter(active=True, provider__active=True).select_related("provider")
+    for model in queryset.prefetch_related(Prefetch("routes", queryset=served), "prices"):
         prices = sorted(model.prices.all(), key=lambda p: p.version)
         routes = [route_entry(r) for r in model.routes.all()]
         if not prices or not routes:
@@ -80,10 +80,14 @@ def snapshot() -> dict[str, Any]:
             "provider": model.provider.slug,
             "max_output_tokens": model.max_output_tokens,
             "context_window": model.context_window,
+            # OpenRouter's names; the relay refuses the others (relay.adapters.quirks).
+            "supported_parameters": list(model.supported_parameters or []),
             "embeddings": model.embeddings,
-            "created": int(model.provider.pk),
+            "created": api.created(model),
             "price": price.as_price().as_dict(),
             "routes": routes,
+            # What /v1/models says of it (OpenRouter's shape), built once per catalog load.
+            "meta": api.model_meta(model, price, list(model.routes.all())),
         }
         aliases[f"{model.provider.slug}/{model.id}"] = model.id
         for alias in model.aliases or []:
@@ -94,3 +98,5 @@ def snapshot() -> dict[str, Any]:
 def publish() -> None:
     client().set(state.CATALOG, orjson.dumps(snapshot()))
     evict("catalog")
+    # The routes' live figures, for /v1/models/{id}/endpoints (beat refreshes them each minute).
+    figures.publish()

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 KEY_RECORD = "tp:key:"  # + digest -> JSON key record
 CATALOG = "tp:catalog"  # JSON: models, aliases, routes, prices
 EVICT_CHANNEL = "tp:evict"  # messages: "key:<digest>", "catalog", "*"
+ROUTE_FIGURES = "tp:route_figures"  # hash: model id -> JSON list of its routes' figures
 HOLD_TIMES_PATTERN = "tp:{a*}:holdts"
 
 
@@ -155,7 +156,9 @@ return {1, rpm_used + 1, tpm_used + tokens}
 # KEYS: account, holds, unposted, hold times, cap (or no_cap), tpm window.
 # ARGV: request id, actual cost, tokens to add to the tpm window (actual - counted; may be < 0).
 # Moves the request from holds to unposted at its actual cost, never more than was held (the
-# balance and the cap were checked for that much); repeating it changes nothing.
+# balance and the cap were checked for that much); repeating it changes nothing. (``0 - amt``,
+# not ``-amt``: Lua writes a negated zero as "-0", which HINCRBY refuses, and a free model's
+# hold is 0.)
 SETTLE = """
 local v = redis.call('HGET', KEYS[2], ARGV[1])
 local actual = tonumber(ARGV[2])
@@ -163,10 +166,10 @@ if v then
   local amt = tonumber(string.match(v, '^(%d+)'))
   if actual > amt then actual = amt end
   redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'held', -amt)
+  redis.call('HINCRBY', KEYS[1], 'held', 0 - amt)
   redis.call('ZREM', KEYS[4], ARGV[1])
   if string.find(v, '|.') then
-    redis.call('HINCRBY', KEYS[5], 'held', -amt)
+    redis.call('HINCRBY', KEYS[5], 'held', 0 - amt)
     redis.call('HINCRBY', KEYS[5], 'spent', actual)
   end
   local adjust = tonumber(ARGV[3])
@@ -186,8 +189,8 @@ local v = redis.call('HGET', KEYS[2], ARGV[1])
 if v then
   local amt = tonumber(string.match(v, '^(%d+)'))
   redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'held', -amt)
-  if string.find(v, '|.') then redis.call('HINCRBY', KEYS[4], 'held', -amt) end
+  redis.call('HINCRBY', KEYS[1], 'held', 0 - amt)
+  if string.find(v, '|.') then redis.call('HINCRBY', KEYS[4], 'held', 0 - amt) end
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1

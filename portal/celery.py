@@ -19,8 +19,9 @@ app.conf.beat_schedule = {
     "billing-sweep-balances": {"task": "billing.sweep_balances", "schedule": 600.0},
     "billing-sync-open-payments": {"task": "billing.sync_open_payments", "schedule": 600.0},
     "keys-expire": {"task": "keys.expire_keys", "schedule": 300.0},
+    "catalog-route-figures": {"task": "catalog.publish_route_figures", "schedule": 60.0},
 }
-app.autodiscover_tasks(["billing", "keys"])
+app.autodiscover_tasks(["billing", "keys", "catalog"])
 
 # Celery (5.7) closes the worker's database connection before and after every task (it does
 # not trust Django to tell a broken connection from a good one). The usage task runs several

@@ -6,7 +6,7 @@ from accounts.auth import admin_login
 from billing import views as billing_views
 from catalog import views as catalog_views
 
-from . import views
+from . import popularity, views
 
 # Staff sign in through allauth like everyone else (its rate limits and second factor); the
 # admin's own form would take a password alone. Set before admin.site.urls is read below.
@@ -14,7 +14,13 @@ admin.site.login = admin_login  # type: ignore[method-assign]
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("models/", catalog_views.model_list, name="models"),
+    path(
+        "models/",
+        catalog_views.model_list,
+        {"usage_counts": popularity.requests_by_model},
+        name="models",
+    ),
+    path("models/", include("catalog.urls")),
     path("docs/", views.docs, name="docs"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("keys/", include("keys.urls")),

@@ -24,8 +24,8 @@ import redis.exceptions
 
 from core import state
 
-from . import limits, prices, scripts
-from .adapters import anthropic
+from . import limits, listing, prices, scripts
+from .adapters import anthropic, quirks
 from .config import Config
 from .errors import RelayError
 from .reporter import Reporter
@@ -158,13 +158,13 @@ class Relay(Upstream):
                 await self.relay(scope, receive, send, req, api="messages")
             elif path == "/v1/models":
                 self._allow(method, "GET")
-                await self.respond(send, req, 200, orjson.dumps(self.model_list()))
+                await self.check_presented_key(scope)
+                await self.respond(send, req, 200, self.views.listing.body)
             elif path.startswith("/v1/models/"):
                 self._allow(method, "GET")
-                model = self.views.model(path[len("/v1/models/") :])
-                if model is None:
-                    raise RelayError(404, "The model does not exist.", code="model_not_found")
-                await self.respond(send, req, 200, orjson.dumps(self.model_object(model)))
+                await self.check_presented_key(scope)
+                body = await self.model_info(path[len("/v1/models/") :])
+                await self.respond(send, req, 200, body)
             elif path in ("/healthz", "/v1/healthz"):
                 await self.respond(send, req, 200, b'{"status":"ok"}')
             else:
@@ -212,17 +212,18 @@ class Relay(Upstream):
         if method != allowed:
             raise RelayError(405, f"Method {method} not allowed.", code="method_not_allowed")
 
-    def model_object(self, model: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": model["id"],
-            "object": "model",
-            "created": model.get("created", 0),
-            "owned_by": model["provider"],
-        }
-
-    def model_list(self) -> dict[str, Any]:
-        models = [self.model_object(m) for m in self.views.models.values()]
-        return {"object": "list", "data": models}
+    async def model_info(self, name: str) -> bytes:
+        """``/v1/models/{id}`` or ``/v1/models/{id}/endpoints``; ids hold slashes, so the whole
+        rest of the path is tried as an id first."""
+        model = self.views.model(name)
+        if model is not None:
+            return self.views.listing.objects[model["id"]]
+        base, _, last = name.rpartition("/")
+        model = self.views.model(base) if last == "endpoints" else None
+        if model is None:
+            raise RelayError(404, "The model does not exist.", code="model_not_found")
+        raw = await self.redis.hget(state.ROUTE_FIGURES, model["id"])
+        return listing.endpoints(model, orjson.loads(raw) if raw else None)
 
     # ---- the relayed request ----------------------------------------------------------------
 
@@ -246,6 +247,8 @@ class Relay(Upstream):
         limits.check(req.key, model["id"], ip, req.started)
         req.client_net = limits.coarse(ip)
         req.model = model
+        # A parameter the model or its provider does not take is refused before any hold.
+        req.routes = quirks.routes_for(model, req.body, api)
         req.price = prices.of_model(model)
         req.stream = api in ("chat", "messages") and bool(req.body.get("stream"))
         await self.hold(req, self.worst_case(req, len(raw), api))

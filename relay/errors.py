@@ -43,8 +43,9 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = No
     return RelayError(400, message, param=param, code=code)
 
 
-def unauthorized(message: str = "Invalid API key.") -> RelayError:
-    return RelayError(401, message, type="authentication_error", code="invalid_api_key")
+def unauthorized(message: str = "Incorrect API key provided.") -> RelayError:
+    # OpenAI's own answer to a wrong key is an invalid_request_error with this code.
+    return RelayError(401, message, type="invalid_request_error", code="invalid_api_key")
 
 
 _SECRETISH = re.compile(

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .adapters import anthropic
+from .adapters import anthropic, quirks
 from .adapters import openai as openai_adapter
 from .errors import RelayError
 from .sse import SSEParser
@@ -30,15 +30,25 @@ class StreamTranslator(Protocol):
     def close(self) -> bytes: ...
 
 
+def _finishes(choices: Any) -> bool:
+    return isinstance(choices, list) and any(
+        isinstance(c, dict) and c.get("finish_reason") for c in choices
+    )
+
+
 class OpenAIPassthrough:
     """An OpenAI-compatible stream passed through event by event (framed by
     :class:`~relay.sse.SSEParser`, so with ``\\n`` line ends). The upstream is always asked for
-    usage; the usage-only chunk is dropped when the client did not ask for it."""
+    usage; the usage-only chunk is dropped when the client did not ask for it. With
+    ``reframe`` (an upstream that takes no ``stream_options`` and puts its usage on its last
+    chunk, as Mistral does) that usage is moved to a chunk of its own, or dropped, the same
+    way."""
 
-    __slots__ = ("chunks", "finished", "parser", "usage", "wants_usage")
+    __slots__ = ("chunks", "finished", "parser", "reframe", "usage", "wants_usage")
 
-    def __init__(self, wants_usage: bool) -> None:
+    def __init__(self, wants_usage: bool, *, reframe: bool = False) -> None:
         self.wants_usage = wants_usage
+        self.reframe = reframe
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
@@ -63,8 +73,18 @@ class OpenAIPassthrough:
                 self.usage = openai_adapter.usage_of(payload) or self.usage
                 if not self.wants_usage and not payload.get("choices"):
                     continue  # the usage-only chunk the client did not ask for
-                if payload.get("choices"):
+                choices = payload.get("choices")
+                if choices:
                     self.chunks += 1
+                    if self.reframe and _finishes(choices):
+                        # Usage on the last chunk, framed as OpenAI frames it: on a chunk
+                        # of its own, and only when asked for.
+                        usage = payload.pop("usage", None)
+                        if self.wants_usage:
+                            out.append(b"data: " + orjson.dumps({**payload, "usage": None}))
+                            payload = {**payload, "choices": [], "usage": usage}
+                        out.append(b"data: " + orjson.dumps(payload))
+                        continue
             else:
                 self.chunks += 1
             out.append(event)
@@ -98,10 +118,12 @@ class OpenAIToOpenAI:
         path = "chat/completions" if api == "chat" else "embeddings"
         self.url = f"{route['base_url']}/{path}"
         self.headers = openai_adapter.headers(route["api_key"])
+        rules = quirks.of_route(route)
         self.body = openai_adapter.request_body(
-            body, route["upstream_model"], stream=stream, options=route.get("options")
+            body, route["upstream_model"], stream=stream, rules=rules
         )
         self.wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.reframe = not rules.stream_options
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
         try:
@@ -113,7 +135,7 @@ class OpenAIToOpenAI:
         return raw, openai_adapter.usage_of(payload) if isinstance(payload, dict) else None
 
     def translator(self) -> StreamTranslator:
-        return OpenAIPassthrough(self.wants_usage)
+        return OpenAIPassthrough(self.wants_usage, reframe=self.reframe)
 
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -243,8 +265,12 @@ class AnthropicToOpenAI:
         self.url = f"{route['base_url']}/chat/completions"
         self.headers = openai_adapter.headers(route["api_key"])
         converted = anthropic.anthropic_request_to_openai(body, route["upstream_model"])
+        rules = quirks.of_route(route)
+        refused = rules.refusal(converted, str(body["model"]))
+        if refused is not None:
+            raise refused
         self.body = openai_adapter.request_body(
-            converted, route["upstream_model"], stream=stream, options=route.get("options")
+            converted, route["upstream_model"], stream=stream, rules=rules
         )
         self.model = str(body["model"])
         self.message_id = "msg_" + request_id.removeprefix("req_")

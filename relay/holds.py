@@ -43,9 +43,12 @@ class Holds:
         The prompt: text is bounded by the body's size in bytes (capped by the context window),
         plus an allowance for the prompt a provider writes around tool definitions; an image,
         audio or a file is billed on its content, so a request with one holds the whole
-        context window. Its images and seconds of audio at their own prices where the model
-        has them, and the most output the request allows. Also sets the tokens the request
-        counts against a tokens-per-minute limit."""
+        context window. Every prompt token at the dearest prompt price (all of it could be
+        1-hour cache writes) and every output token at the dearest output price (all of it
+        could be reasoning or audio), at the dearest long-context tier a prompt that size can
+        reach; its images and seconds of audio at their own prices where the model has them;
+        the model's per-request fee; and the most output the request allows. Also sets the
+        tokens the request counts against a tokens-per-minute limit."""
         assert req.price is not None
         window = req.model.get("context_window") or 0
         req.prompt_estimate = min(raw_size, window) if window else raw_size
@@ -67,7 +70,7 @@ class Holds:
         elif api == "messages":
             requested = completion = int(req.body["max_tokens"])
         req.tokens_counted = math.ceil(raw_size / 4) + requested
-        return req.price.nanos(
+        return req.price.most(
             prompt_tokens=prompt,
             completion_tokens=completion,
             images=req.media.images,
@@ -174,11 +177,7 @@ class Holds:
         """Nano-dollars to charge for ``usage`` at the request's price, at most its hold."""
         assert req.price is not None
         reported = req.price.nanos(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            images=req.media.images,
-            audio_ms=req.media.audio_ms,
+            **usage.counts(), images=req.media.images, audio_ms=req.media.audio_ms
         )
         # Never more than the hold: the balance and the key's cap were checked for that much
         # and no more. Above it (an upstream reporting more than the request could use), the

@@ -35,6 +35,7 @@ class Request:
     __slots__ = (
         "account",
         "api",
+        "attempts",
         "body",
         "body_pending",
         "body_reserved",
@@ -54,6 +55,7 @@ class Request:
         "rate_headers",
         "responded",
         "route",
+        "routes",
         "started",
         "stream",
         "tokens_counted",
@@ -65,6 +67,8 @@ class Request:
     def __init__(self) -> None:
         self.id = "req_" + os.urandom(12).hex()  # what secrets.token_hex(12) does, inlined
         self.api = ""
+        # Routes that failed before the one that answered: [provider, upstream model, outcome].
+        self.attempts: list[list[str]] = []
         self.started = time.time()
         self.ttfb: float | None = None
         self.held = False
@@ -83,6 +87,7 @@ class Request:
         self.key: dict[str, Any] = {}
         self.model: dict[str, Any] = {}
         self.route: dict[str, Any] = {}
+        self.routes: list[dict[str, Any]] = []  # the model's routes that take the request
         self.price: prices.NanoPrice | None = None
         self.body: dict[str, Any] = {}
         self.cap_key = ""
@@ -156,8 +161,10 @@ class ClientSide:
         self.body_bytes += more
         req.body_reserved = size
 
-    async def authenticate(self, scope: Scope) -> dict[str, Any]:
-        """The key from ``Authorization: Bearer`` (OpenAI SDKs) or ``x-api-key`` (Anthropic's)."""
+    @staticmethod
+    def presented_key(scope: Scope) -> str:
+        """The key from ``Authorization: Bearer`` (OpenAI SDKs) or ``x-api-key`` (Anthropic's);
+        empty when none was sent."""
         secret = ""
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -167,14 +174,24 @@ class ClientSide:
                     break
             elif name == b"x-api-key":
                 secret = value.decode("latin-1").strip()
+        return secret
+
+    async def authenticate(self, scope: Scope) -> dict[str, Any]:
+        secret = self.presented_key(scope)
         if not secret:
             raise unauthorized("Missing API key: send it as 'Authorization: Bearer tp-sk-...'.")
         if not keyformat.is_well_formed(secret):
-            raise unauthorized("Invalid API key format.")
+            raise unauthorized("Incorrect API key provided: it is not a well-formed tp-sk- key.")
         record = await self.views.key(secret)
         if record is None:
-            raise unauthorized("Invalid or revoked API key.")
+            raise unauthorized("Incorrect API key provided, or the key was revoked.")
         return record
+
+    async def check_presented_key(self, scope: Scope) -> None:
+        """For what is public (the model list): no key is fine, a wrong or revoked one is a 401,
+        so a client that tests its connection with it learns of a typo."""
+        if self.presented_key(scope):
+            await self.authenticate(scope)
 
     def parse(self, raw: bytes, api: str) -> dict[str, Any]:
         try:

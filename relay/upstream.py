@@ -33,6 +33,17 @@ class Retryable(Exception):
         self.error = error
 
 
+def outcome(error: RelayError) -> str:
+    """How a failed attempt counts in its route's figures (billing.routestats): a 429 and a
+    request the upstream refused are not the route's failures; a 5xx, an upstream unreachable
+    or timed out (and one that refused our provider key: a 502 here) are."""
+    if error.status == 429:
+        return "rate_limited"
+    if error.status >= 500:
+        return "upstream_error"
+    return "client_error"
+
+
 def ordered_routes(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Lowest priority number first; within one priority, a weighted random order."""
     if len(routes) == 1:
@@ -56,7 +67,7 @@ class Upstream(ClientSide, Holds):
     async def forward(self, scope: Scope, send: Any, req: Request, api: str) -> None:
         """Try the model's routes in order; move on only while nothing reached the client."""
         error: RelayError | None = None
-        for route in ordered_routes(req.model["routes"]):
+        for route in ordered_routes(req.routes):
             req.route = route
             exchange = make_exchange(
                 api,
@@ -70,14 +81,37 @@ class Upstream(ClientSide, Holds):
                 for name, value in scope["headers"]:
                     if name.startswith(b"x-demo-"):
                         exchange.headers[name.decode("latin-1")] = value.decode("latin-1")
+                # The demo upstream follows this provider's rules (simulators.llm.providers).
+                exchange.headers["x-demo-provider"] = route["provider"]
             try:
                 await self.attempt(send, req, exchange)
                 return
             except Retryable as exc:
                 error = exc.error
+                req.attempts.append([route["provider"], route["upstream_model"], outcome(error)])
                 log.info("route %s failed for %s: %s", route["provider"], req.id, error.message)
+            except RelayError as exc:
+                # The upstream refused this request (no other route would take it).
+                if not req.responded:
+                    req.attempts.append([route["provider"], route["upstream_model"], outcome(exc)])
+                    self.report_failure(req)
+                raise
         assert error is not None
+        self.report_failure(req)
         raise error
+
+    def report_failure(self, req: Request) -> None:
+        """A request no route served costs nothing and leaves no usage row; its attempts still
+        count in each route's figures (billing.routestats)."""
+        self.reporter.add(
+            {
+                "kind": "failed",
+                "request_id": req.id,
+                "model": req.model["id"],
+                "started_at": req.started,
+                "attempts": req.attempts,
+            }
+        )
 
     async def attempt(self, send: Any, req: Request, exchange: Exchange) -> None:
         config = self.config
@@ -250,9 +284,8 @@ class Upstream(ClientSide, Holds):
                 "model": req.model["id"],
                 "provider": req.route["provider"],
                 "upstream_model": req.route["upstream_model"],
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "cached_tokens": usage.cached_tokens,
+                # prompt, completion, cached, cache-write, reasoning and audio tokens
+                **usage.counts(),
                 "images": req.media.images,
                 "audio_ms": req.media.audio_ms,
                 "cost": str(prices.amount(nanos)),
@@ -266,5 +299,7 @@ class Upstream(ClientSide, Holds):
                 "duration_ms": int((now - req.started) * 1000),
                 "ttfb_ms": int((req.ttfb - req.started) * 1000) if req.ttfb else None,
                 "client_net": req.client_net,
+                # The routes that failed before this one (each [provider, model, outcome]).
+                "attempts": req.attempts,
             }
         )

@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 from core import keyformat, state
 from core.secrets import SecretBox, SecretError
 
+from .listing import Listing
+
 log = logging.getLogger("relay")
 
 MAX_CACHED_KEYS = 100_000
@@ -35,6 +37,7 @@ class Views:
         self.keys: dict[str, dict[str, Any] | None] = {}
         self.models: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
+        self.listing = Listing({})  # /v1/models, built once per catalog load
         self.live = False  # subscribed: the cache may be trusted
         self.generation = 0  # bumped on every eviction; stale lookups don't fill the cache
         self._task: asyncio.Task[None] | None = None
@@ -75,8 +78,10 @@ class Views:
         data = orjson.loads(raw) if raw else {}
         models: dict[str, dict[str, Any]] = data.get("models", {})
         self.open_keys(models)
+        listing = Listing(models)
         self.models = models
         self.aliases = data.get("aliases", {})
+        self.listing = listing
 
     def open_keys(self, models: dict[str, dict[str, Any]]) -> None:
         """Each route's ``api_key_encrypted`` becomes its ``api_key``, each token decrypted

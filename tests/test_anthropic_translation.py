@@ -693,7 +693,8 @@ def test_anthropic_response_with_tool_use_and_cache_usage() -> None:
         "prompt_tokens": 3050,
         "completion_tokens": 87,
         "total_tokens": 3137,
-        "prompt_tokens_details": {"cached_tokens": 2000},
+        # cache writes as OpenRouter reports them
+        "prompt_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 1000},
     }
 
 
@@ -727,7 +728,9 @@ def test_stop_reason_mapping(stop_reason: str | None, finish: str) -> None:
 
 
 def test_usage_from_anthropic_counts_cache_reads_and_writes_in_the_prompt() -> None:
-    assert usage_from_anthropic(ANTHROPIC_TOOL_RESPONSE["usage"]) == Usage(3050, 87, 2000)
+    assert usage_from_anthropic(ANTHROPIC_TOOL_RESPONSE["usage"]) == Usage(
+        3050, 87, 2000, cache_write_tokens=1000
+    )
     assert usage_from_anthropic({"input_tokens": 10, "output_tokens": 2}) == Usage(10, 2, 0)
     assert usage_from_anthropic(
         {"input_tokens": 10, "cache_read_input_tokens": None, "output_tokens": 2}
@@ -907,9 +910,9 @@ def test_anthropic_stream_with_text_and_parallel_tool_calls() -> None:
         "prompt_tokens": 2572,
         "completion_tokens": 89,
         "total_tokens": 2661,
-        "prompt_tokens_details": {"cached_tokens": 2000},
+        "prompt_tokens_details": {"cached_tokens": 2000, "cache_write_tokens": 100},
     }
-    assert stream.usage == Usage(2572, 89, 2000)
+    assert stream.usage == Usage(2572, 89, 2000, cache_write_tokens=100)
     assert stream.finished and not stream.failed
     assert stream.chunks == 5  # two text deltas, three non-empty argument fragments
 
@@ -937,7 +940,7 @@ def test_anthropic_stream_without_include_usage_has_no_usage_chunk() -> None:
     chunks = data_frames(frames)
     assert all(c["choices"] for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
-    assert stream.usage == Usage(2572, 89, 2000)  # still read for billing
+    assert stream.usage == Usage(2572, 89, 2000, cache_write_tokens=100)  # still billed
 
 
 def test_anthropic_stream_error_event_ends_the_stream() -> None:
@@ -1026,15 +1029,37 @@ def test_passthrough_usage() -> None:
     for name, data in ANTHROPIC_TOOL_STREAM:
         usage = anthropic_passthrough_usage(name, data, usage)
         if name == "message_start":
-            assert usage == Usage(2572, 2, 2000, estimated=True)
-    assert usage == Usage(2572, 89, 2000)
-    # cumulative input figures in message_delta replace the earlier ones
+            assert usage == Usage(2572, 2, 2000, estimated=True, cache_write_tokens=100)
+    assert usage == Usage(2572, 89, 2000, cache_write_tokens=100)
+    # cumulative input figures in message_delta replace the earlier ones (cache figures it
+    # leaves out are message_start's)
     usage = anthropic_passthrough_usage(
         "message_delta",
         {"type": "message_delta", "usage": {"input_tokens": 10, "output_tokens": 5}},
         usage,
     )
-    assert usage == Usage(10 + 2000, 5, 2000)
+    assert usage == Usage(10 + 2000 + 100, 5, 2000, cache_write_tokens=100)
+    usage = anthropic_passthrough_usage(
+        "message_delta",
+        {
+            "type": "message_delta",
+            "usage": {
+                "input_tokens": 10,
+                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": 50,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": 20,
+                    "ephemeral_1h_input_tokens": 30,
+                },
+                "output_tokens": 6,
+                "output_tokens_details": {"thinking_tokens": 4},
+            },
+        },
+        usage,
+    )
+    assert usage == Usage(
+        60, 6, 0, cache_write_tokens=20, cache_write_1h_tokens=30, reasoning_tokens=4
+    )
     assert anthropic_passthrough_usage("ping", {"type": "ping"}, None) is None
 
 
@@ -1770,7 +1795,8 @@ def test_e2e_openai_client_anthropic_upstream_text_with_cache_usage(
     assert folded["finish"] == "length"
     assert folded["usage"]["prompt_tokens"] == 100
     assert folded["usage"]["prompt_tokens_details"]["cached_tokens"] == 60
-    assert stream is not None and stream.usage == Usage(100, 5, 60)
+    assert folded["usage"]["prompt_tokens_details"]["cache_write_tokens"] == 30
+    assert stream is not None and stream.usage == Usage(100, 5, 60, cache_write_tokens=30)
 
 
 def test_e2e_openai_client_anthropic_upstream_tool_call_round_trip(upstream: RunningServer) -> None:

@@ -38,7 +38,7 @@ app.loader.import_default_modules()
 
 
 ENTRIES = sorted(scheduler().schedule)
-OURS = sorted(name for name in app.tasks if name.split(".")[0] in {"billing", "keys"})
+OURS = sorted(name for name in app.tasks if name.split(".")[0] in {"billing", "keys", "catalog"})
 
 
 def test_the_schedule_lists_the_periodic_jobs() -> None:

@@ -69,7 +69,7 @@ def test_every_sampling_parameter_reaches_the_upstream(
         "top_p": 0.9,
         "max_tokens": 50,
         "stop": ["\n\n"],
-        "seed": 7,
+        "random_seed": 7,  # Mistral's name for it (relay.adapters.quirks)
         "presence_penalty": 0.1,
         "frequency_penalty": 0.2,
         "logprobs": True,

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from ..usage import Usage
+from . import quirks
 
 
 def request_body(
@@ -14,29 +15,14 @@ def request_body(
     upstream_model: str,
     *,
     stream: bool,
-    options: dict[str, Any] | None = None,
+    rules: quirks.Rules = quirks.NONE,
 ) -> bytes:
-    """The client's request with the upstream's model name; on streams the upstream is always
-    asked for usage, since a stream billed without it would be a guess.
-
-    ``options`` are the provider's quirks: ``send_stream_options: false`` for providers that
-    reject the field (and send usage on streams anyway), ``drop_params`` and
-    ``rename_params`` for parameters a provider does not take under OpenAI's name."""
-    out = dict(body)
+    """The client's request with the upstream's model name, as the route's provider takes it
+    (``rules``: see :mod:`relay.adapters.quirks`); on streams the upstream is always asked for
+    usage where it takes ``stream_options``, since a stream billed without it would be a
+    guess."""
+    out = rules.apply(dict(body), stream=stream)
     out["model"] = upstream_model
-    quirks = options or {}
-    if stream:
-        if quirks.get("send_stream_options", True):
-            stream_options = dict(out.get("stream_options") or {})
-            stream_options["include_usage"] = True
-            out["stream_options"] = stream_options
-        else:
-            out.pop("stream_options", None)
-    for name in quirks.get("drop_params", ()):
-        out.pop(name, None)
-    for old, new in (quirks.get("rename_params") or {}).items():
-        if old in out:
-            out[new] = out.pop(old)
     return orjson.dumps(out)
 
 
@@ -48,16 +34,45 @@ def headers(api_key: str) -> dict[str, str]:
     }
 
 
+def _count(data: Any, name: str) -> int:
+    value = data.get(name) if isinstance(data, dict) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    return 0
+
+
 def usage_of(payload: dict[str, Any]) -> Usage | None:
+    """The usage of an OpenAI-compatible answer or chunk, in each provider's dialect:
+
+    * OpenAI: ``prompt_tokens_details.cached_tokens`` / ``audio_tokens``,
+      ``completion_tokens_details.reasoning_tokens`` / ``audio_tokens`` (parts of the wholes).
+    * DeepSeek: ``prompt_cache_hit_tokens`` (of ``prompt_tokens`` = hits + misses).
+    * OpenRouter: ``prompt_tokens_details.cache_write_tokens``.
+    * Gemini (its OpenAI-compatible endpoint) and xAI leave thinking out of
+      ``completion_tokens`` but count it in ``total_tokens``: output the total has beyond
+      prompt + completion is reasoning the completion left out, and is billed as such."""
     usage = payload.get("usage")
     if not isinstance(usage, dict):
         return None
-    details = usage.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    prompt = _count(usage, "prompt_tokens")
+    completion = _count(usage, "completion_tokens")
+    reasoning = _count(completion_details, "reasoning_tokens")
+    unreported = _count(usage, "total_tokens") - prompt - completion
+    if unreported > 0:
+        completion += unreported
+        reasoning = max(reasoning, unreported)
     return Usage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cached_tokens=int(cached or usage.get("prompt_cache_hit_tokens") or 0),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=(
+            _count(prompt_details, "cached_tokens") or _count(usage, "prompt_cache_hit_tokens")
+        ),
+        cache_write_tokens=_count(prompt_details, "cache_write_tokens"),
+        reasoning_tokens=reasoning,
+        input_audio_tokens=_count(prompt_details, "audio_tokens"),
+        output_audio_tokens=_count(completion_details, "audio_tokens"),
     )
 
 

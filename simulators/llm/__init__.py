@@ -13,6 +13,14 @@ to accept it:
 * Test hooks: ``GET|DELETE /_demo/requests``, ``GET /_demo/requests/last``,
   ``GET|DELETE /_demo/stats``, ``GET /_demo/health``.
 
+Behind the one OpenAI chat shape stand several providers' rules (see ``providers``): OpenAI's
+reasoning models (``o1*``, ``o3*``, ``o4*``, ``gpt-5*``) refuse ``max_tokens`` and a
+``temperature`` other than 1 with OpenAI's 400 bodies and take ``max_completion_tokens``; with
+``x-demo-provider: mistral`` (the relay sends its provider's slug to demo routes) ``seed``,
+``max_completion_tokens`` and ``stream_options`` are refused with Mistral's 422
+``extra_forbidden`` body and a stream carries its usage on its last chunk. The rest is as
+lenient as OpenAI.
+
 Behaviour is steered by configuration (``make_app`` keywords, CLI flags or ``DEMO_UPSTREAM_*``
 environment variables) and, per request, by ``x-demo-*`` request headers so one test can shape
 one request without restarting the server (see :data:`HEADER_FIELDS`, :class:`DemoConfig`):
@@ -24,7 +32,15 @@ one request without restarting the server (see :data:`HEADER_FIELDS`, :class:`De
 ``x-demo-completion-tokens``          tokens to produce (default 16; capped by max_tokens)
 ``x-demo-prompt-tokens``              override the prompt-token estimate
 ``x-demo-cached-tokens``              cached prompt tokens to report
-``x-demo-cache-creation-tokens``      Anthropic ``cache_creation_input_tokens``
+``x-demo-cache-creation-tokens``      Anthropic cache writes to the 5-minute cache
+``x-demo-cache-creation-1h-tokens``   Anthropic cache writes to the 1-hour cache
+``x-demo-reasoning-tokens``           thinking tokens, reported on top of the visible output
+``x-demo-input-audio-tokens``         audio tokens of the prompt (OpenAI's shape)
+``x-demo-output-audio-tokens``        audio tokens of the output (OpenAI's shape)
+``x-demo-usage-shape``                ``openai``, ``deepseek`` or ``gemini`` usage on the chat
+                                      endpoint (default: by the model's name, ``gemini*`` and
+                                      ``deepseek*`` as those providers report; see ``usage``)
+``x-demo-provider``                   whose rules to follow: ``mistral``, or OpenAI's
 ``x-demo-chunks``                     content deltas per stream (default: one per token)
 ``x-demo-error``                      ``429``/``500``/... error body in the endpoint's shape,
                                       ``disconnect``, ``cut``, ``no-usage``, or ``none``
@@ -45,6 +61,8 @@ One module per concern, each importing only the ones listed before it:
 * ``text``: filler text, the prompt-token estimate, example values for tool arguments.
 * ``endpoint``: per-app state and request log, the endpoint wrapper, the stream writers.
 * ``errors``: error bodies in OpenAI's and Anthropic's shapes, injected errors.
+* ``providers``: the rules of the providers behind the OpenAI shape.
+* ``usage``: the usage object in each provider's dialect (OpenAI, DeepSeek, Gemini, Anthropic).
 * ``openai``, ``embeddings``, ``models``, ``anthropic``: one module per API shape.
 * ``server``: routing, the ``/_demo`` hooks, :func:`make_app`, :func:`start_in_thread`.
 * ``cli``: the command line (``__main__`` runs it).

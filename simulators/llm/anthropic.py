@@ -31,6 +31,7 @@ from .text import (
     split_evenly,
     tool_arguments,
 )
+from .usage import anthropic_usage
 from .wire import INVALID, JSON, bearer_token, drop, is_int, json_response, new_id
 
 
@@ -126,22 +127,6 @@ def _validate_messages(body: JSON, *, count_only: bool = False) -> _MessagesRequ
     )
 
 
-def _anthropic_usage(cfg: DemoConfig, prompt: int, output: int) -> dict[str, JSON]:
-    """Anthropic usage: ``input_tokens`` excludes cache reads/writes (OpenAI's includes them).
-
-    So the same ``x-demo-prompt-tokens``/``x-demo-cached-tokens`` describe the same prompt
-    on both APIs: ``input + cache_creation + cache_read == prompt``.
-    """
-    cached = min(cfg.cached_tokens, prompt)
-    creation = min(cfg.cache_creation_tokens, prompt - cached)
-    return {
-        "input_tokens": prompt - cached - creation,
-        "cache_creation_input_tokens": creation,
-        "cache_read_input_tokens": cached,
-        "output_tokens": output,
-    }
-
-
 def _anthropic_event(name: bytes, payload: dict[str, JSON]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
@@ -177,7 +162,7 @@ async def messages(request: web.Request, state: DemoState) -> web.StreamResponse
     )
     output, truncated = completion_budget(cfg, req.max_tokens)
     message_id = new_id("msg_")
-    usage = None if error == "no-usage" else _anthropic_usage(cfg, prompt, output)
+    usage = None if error == "no-usage" else anthropic_usage(cfg, prompt, output)
     tool_block: dict[str, JSON] | None = None
     if req.tool is not None:
         tool_block = {
@@ -292,7 +277,7 @@ def _anthropic_stream_events(
         "delta": {"stop_reason": stop_reason, "stop_sequence": None},
     }
     if usage is not None:
-        message_delta["usage"] = {"output_tokens": output}
+        message_delta["usage"] = {"output_tokens": usage["output_tokens"]}
     events.append(_anthropic_event(b"message_delta", message_delta))
     events.append(_anthropic_event(b"message_stop", {"type": "message_stop"}))
     return events

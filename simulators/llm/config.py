@@ -26,6 +26,8 @@ DEFAULT_MODELS: tuple[str, ...] = (
     "demo-embed",
 )
 ENV_PREFIX = "DEMO_UPSTREAM_"
+# The providers' dialects of a usage object (see ``usage``).
+USAGE_SHAPES = ("openai", "deepseek", "gemini", "anthropic")
 
 _ERROR_WORDS = frozenset({"disconnect", "cut", "no-usage"})
 
@@ -46,10 +48,16 @@ class DemoConfig:
     prompt_tokens: int | None = None
     cached_tokens: int = 0
     cache_creation_tokens: int = 0
+    cache_creation_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    usage_shape: str | None = None  # None: by the endpoint and the model's name
     error: str | None = None
     error_rate: float = 1.0
     chunks: int | None = None
     retry_after: int = 1
+    provider: str = ""
     record_limit: int = 200
     models: tuple[str, ...] = DEFAULT_MODELS
 
@@ -109,6 +117,21 @@ def _parse_error(value: str) -> str | None:
     )
 
 
+def _parse_shape(value: str) -> str | None:
+    """A provider's usage dialect (see ``usage``); ``""`` means the default."""
+    shape = value.strip().lower()
+    if shape == "":
+        return None
+    if shape not in USAGE_SHAPES:
+        raise BadValue(f"expected one of {', '.join(USAGE_SHAPES)}, got {value!r}")
+    return shape
+
+
+def _parse_provider(value: str) -> str:
+    """Whose rules to follow (``simulators.llm.providers``); any other name: OpenAI's."""
+    return value.strip().lower()
+
+
 def _parse_models(value: str) -> tuple[str, ...]:
     models = tuple(m.strip() for m in value.split(",") if m.strip())
     if not models:
@@ -125,10 +148,16 @@ HEADER_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "x-demo-prompt-tokens": ("prompt_tokens", _parse_count),
     "x-demo-cached-tokens": ("cached_tokens", _parse_count),
     "x-demo-cache-creation-tokens": ("cache_creation_tokens", _parse_count),
+    "x-demo-cache-creation-1h-tokens": ("cache_creation_1h_tokens", _parse_count),
+    "x-demo-reasoning-tokens": ("reasoning_tokens", _parse_count),
+    "x-demo-input-audio-tokens": ("input_audio_tokens", _parse_count),
+    "x-demo-output-audio-tokens": ("output_audio_tokens", _parse_count),
+    "x-demo-usage-shape": ("usage_shape", _parse_shape),
     "x-demo-error": ("error", _parse_error),
     "x-demo-error-rate": ("error_rate", _parse_rate),
     "x-demo-chunks": ("chunks", _parse_positive),
     "x-demo-retry-after": ("retry_after", _parse_count),
+    "x-demo-provider": ("provider", _parse_provider),
 }
 
 #: Every configurable field -> its parser (environment variables and CLI flags).

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
+from . import providers
 from .config import BadValue, DemoConfig, completion_budget, request_config
 from .endpoint import (
     DemoState,
@@ -37,6 +38,7 @@ from .text import (
     split_evenly,
     tool_arguments,
 )
+from .usage import openai_usage
 from .wire import INVALID, JSON, bearer_token, drop, is_int, new_id, type_name
 
 SYSTEM_FINGERPRINT = "fp_tokenpapa_demo"
@@ -235,21 +237,6 @@ def _validate_chat(body: JSON) -> _ChatRequest | web.Response:
     )
 
 
-def _openai_usage(prompt: int, completion: int, cached: int) -> dict[str, JSON]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": min(cached, prompt), "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    }
-
-
 async def chat_completions(request: web.Request, state: DemoState) -> web.StreamResponse:
     """``POST /v1/chat/completions``."""
     body = await read_body(request, state)
@@ -268,6 +255,9 @@ async def chat_completions(request: web.Request, state: DemoState) -> web.Stream
     chat = _validate_chat(body)
     if isinstance(chat, web.Response):
         return chat
+    refused = providers.refusal(body, cfg.provider)
+    if refused is not None:
+        return refused
 
     await sleep_ms(cfg.latency_ms)
     error = active_error(state, cfg)
@@ -283,7 +273,7 @@ async def chat_completions(request: web.Request, state: DemoState) -> web.Stream
         else estimate_prompt_tokens(chat.messages)
     )
     completion, truncated = completion_budget(cfg, chat.max_tokens)
-    usage = None if error == "no-usage" else _openai_usage(prompt, completion, cfg.cached_tokens)
+    usage = None if error == "no-usage" else openai_usage(cfg, chat.model, prompt, completion)
     completion_id = new_id("chatcmpl-")
     created = int(time.time())
     tool_call: dict[str, JSON] | None = None
@@ -311,6 +301,7 @@ async def chat_completions(request: web.Request, state: DemoState) -> web.Stream
             tool_call,
             usage,
             cut=error == "cut",
+            usage_on_finish=providers.usage_on_last_chunk(cfg.provider),
         )
         return await send_stream(
             request,
@@ -366,8 +357,11 @@ def _openai_stream_events(
     usage: dict[str, JSON] | None,
     *,
     cut: bool,
+    usage_on_finish: bool = False,
 ) -> list[bytes]:
-    """``chat.completion.chunk`` SSE frames in OpenAI's order (see module docstring)."""
+    """``chat.completion.chunk`` SSE frames in OpenAI's order (see module docstring); with
+    ``usage_on_finish`` (Mistral's way) the usage rides on the chunk with the
+    ``finish_reason``, asked for or not."""
     head = {
         "id": completion_id,
         "object": "chat.completion.chunk",
@@ -425,7 +419,10 @@ def _openai_stream_events(
     if cut:
         return events + body[: max(1, len(body) // 2)]
     events += body
-    events.append(frame({}, finish_reason))
+    last = frame({}, finish_reason)
+    if usage_on_finish and usage is not None:
+        last = last[: -len(tail)] + b'}],"usage":' + orjson.dumps(usage) + b"}\n\n"
+    events.append(last)
     if include_usage and usage is not None:
         events.append(b"data: " + orjson.dumps({**head, "choices": [], "usage": usage}) + b"\n\n")
     events.append(b"data: [DONE]\n\n")

@@ -12,7 +12,14 @@ import orjson
 
 from ...errors import scrub
 from ...usage import Usage
-from .usage import JSON, _int, _openai_usage_dict, usage_from_anthropic
+from .usage import (
+    JSON,
+    _cache_writes,
+    _int,
+    _openai_usage_dict,
+    _thinking,
+    usage_from_anthropic,
+)
 
 _dumps = orjson.dumps
 
@@ -108,8 +115,9 @@ class AnthropicStreamToOpenAI:
     """
 
     __slots__ = (
-        "_cache_creation",
         "_cache_read",
+        "_cache_write",
+        "_cache_write_1h",
         "_created",
         "_finish_sent",
         "_finished",
@@ -120,6 +128,7 @@ class AnthropicStreamToOpenAI:
         "_model",
         "_output",
         "_prefix",
+        "_reasoning",
         "_start_output",
         "_started",
         "_tool_index",
@@ -146,7 +155,9 @@ class AnthropicStreamToOpenAI:
         self._tool_index: dict[int, int] = {}
         self._input = 0
         self._cache_read = 0
-        self._cache_creation = 0
+        self._cache_write = 0
+        self._cache_write_1h = 0
+        self._reasoning = 0
         self._have_input = False
         self._start_output = 0
         self._output: int | None = None
@@ -164,10 +175,20 @@ class AnthropicStreamToOpenAI:
     def usage(self) -> Usage | None:
         if self._output is None and not self._have_input:
             return None
-        prompt = self._input + self._cache_read + self._cache_creation
+        prompt = self._input + self._cache_read + self._cache_write + self._cache_write_1h
         if self._output is not None:
-            return Usage(prompt, self._output, self._cache_read, estimated=not self._have_input)
-        return Usage(prompt, max(self._start_output, self.chunks), self._cache_read, estimated=True)
+            output, estimated = self._output, not self._have_input
+        else:
+            output, estimated = max(self._start_output, self.chunks), True
+        return Usage(
+            prompt,
+            output,
+            self._cache_read,
+            estimated=estimated,
+            cache_write_tokens=self._cache_write,
+            cache_write_1h_tokens=self._cache_write_1h,
+            reasoning_tokens=self._reasoning,
+        )
 
     def _envelope(self) -> bytes:
         if self._id is None:
@@ -209,8 +230,12 @@ class AnthropicStreamToOpenAI:
             self._have_input = True
         if usage.get("cache_read_input_tokens") is not None:
             self._cache_read = _int(usage["cache_read_input_tokens"])
-        if usage.get("cache_creation_input_tokens") is not None:
-            self._cache_creation = _int(usage["cache_creation_input_tokens"])
+        writes = _cache_writes(usage)
+        if writes is not None:
+            self._cache_write, self._cache_write_1h = writes
+        thinking = _thinking(usage)
+        if thinking is not None:
+            self._reasoning = thinking
         if "output_tokens" in usage:
             if final:
                 self._output = _int(usage["output_tokens"])
