@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 from django.utils.translation import gettext_lazy as _
 
 from core.pricing import TOKEN_PRICES, Price, Tier
@@ -363,9 +365,15 @@ class MarginRule(models.Model):
     note = models.CharField(max_length=200, blank=True)
 
     class Meta:
+        # One rule per provider and one default (no provider): an index on the provider with
+        # the default as 0, which SQLite (make run) enforces too, unlike NULLS NOT DISTINCT.
         constraints = [
             models.UniqueConstraint(
-                fields=["provider"], name="margin_one_default", nulls_distinct=False
+                Coalesce("provider", Value(0)),
+                name="margin_one_per_provider",
+                violation_error_message=_(
+                    "There is already a rule for this provider (or, with no provider, a default)."
+                ),
             )
         ]
 

@@ -304,6 +304,11 @@ def test_the_margin_rule_marks_up_exactly_and_rounds_up(tmp_path: Path, operator
     response = client.post(add, {"provider": anthropic.pk, "percent": "0.001", "note": ""})
     assert response.status_code == 302
     assert MarginRule.objects.count() == 2
+    # A second default, or a second rule for one provider, is refused by the form.
+    for provider in ("", anthropic.pk):
+        again = client.post(add, {"provider": provider, "percent": "50", "note": ""})
+        assert again.status_code == 200 and b"There is already a rule" in again.content
+    assert MarginRule.objects.count() == 2
 
     out = importcatalog("--file", str(path))
 
