@@ -343,6 +343,12 @@ def test_rules_rename_the_cap_for_every_model_and_restrict_only_reasoning_ones()
     error = reasoning.refusal(body, "m")
     assert isinstance(error, RelayError) and error.param in ("temperature", "logprobs")
     assert reasoning.refusal({"temperature": 1, "logprobs": None}, "m") is None
+    # A chat snapshot named like a reasoning model but taking sampling parameters.
+    chat = quirks.Rules({**OPENAI, "not_reasoning_models": ["gpt-5-chat"]}, "gpt-5-chat-latest")
+    assert chat.refusal(body, "m") is None
+    assert quirks.Rules({**OPENAI, "not_reasoning_models": ["gpt-5-chat"]}, "gpt-5").refusal(
+        body, "m"
+    )
 
 
 def test_both_caps_become_the_smaller_under_the_upstreams_name() -> None:

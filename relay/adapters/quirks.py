@@ -20,7 +20,10 @@ API differs from OpenAI's. Every key is optional:
     taken, e.g. ``n`` of 1; another value is refused).
 ``reasoning_models`` ([prefix, ...])
     Upstream model names starting with one of these are reasoning models, with the rules of
-    ``reasoning_unsupported`` ({name: rule}, as above) on top of ``unsupported``.
+    ``reasoning_unsupported`` ({name: rule}, as above) on top of ``unsupported``;
+``not_reasoning_models`` ([prefix, ...])
+    except those starting with one of these (OpenAI's ``gpt-5-chat-latest`` takes sampling
+    parameters while the other GPT-5 models do not).
 
 A model's ``supported_parameters`` (OpenRouter's names, see :data:`OPENROUTER_NAMES`) is the
 other source: when it is not empty, a request with a parameter the model does not support is
@@ -98,6 +101,7 @@ KEYS = frozenset(
         "unsupported",
         "reasoning_models",
         "reasoning_unsupported",
+        "not_reasoning_models",
     }
 )
 DROP = "drop"
@@ -147,7 +151,12 @@ class Rules:
         only: dict[str, tuple[Any, ...]] = {}
         tables = [_table(options, "unsupported")]
         prefixes = tuple(str(p) for p in options.get("reasoning_models") or ())
-        if prefixes and upstream_model.startswith(prefixes):
+        exceptions = tuple(str(p) for p in options.get("not_reasoning_models") or ())
+        if (
+            prefixes
+            and upstream_model.startswith(prefixes)
+            and not (exceptions and upstream_model.startswith(exceptions))
+        ):
             tables.append(_table(options, "reasoning_unsupported"))
         for table in tables:
             for name, rule in table.items():
