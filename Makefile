@@ -9,7 +9,8 @@ PIP := $(VENV)/bin/pip
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tokenpapa
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test fuzz lint typecheck migrations-check install install-dev browser bench bench-catalog clean
+.PHONY: run test fuzz lint typecheck migrations-check install install-dev browser bench bench-catalog clean \
+  gettext messages messages-compiled
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +28,30 @@ $(VENV)/.installed-dev: requirements-dev.lock | $(VENV)/bin/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed messages-compiled
 	bin/run
+
+# Translations: locale/<lang>/LC_MESSAGES/django.po is the source (committed); the .mo files are
+# compiled from it here (git-ignored), so a checkout never runs stale ones. gettext's msgfmt
+# does it, installed like chromium below when missing.
+PO_FILES := $(wildcard locale/*/LC_MESSAGES/django.po)
+MO_FILES := $(PO_FILES:.po=.mo)
+
+gettext:
+	@command -v msgfmt >/dev/null 2>&1 || { \
+	  echo "Installing gettext for the translations"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gettext >/dev/null; }
+
+# What `manage.py compilemessages` runs, one catalogue at a time when its .po changed.
+locale/%/LC_MESSAGES/django.mo: locale/%/LC_MESSAGES/django.po | gettext
+	msgfmt --check-format -o $@ $<
+
+messages-compiled: $(MO_FILES)
+
+# After marking new strings: extract them into the .po files (bin/messages holds the options;
+# tests/test_translations.py checks nothing is left unextracted or untranslated).
+messages: $(VENV)/.installed gettext
+	$(PY) bin/messages
 
 # Browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
 browser:
@@ -36,7 +59,7 @@ browser:
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: $(VENV)/.installed-dev browser
+test: $(VENV)/.installed-dev browser messages-compiled
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	DJANGO_ALLOW_ASYNC_UNSAFE=true \

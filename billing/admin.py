@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from . import ledger, topups, webhooks
@@ -177,7 +178,7 @@ class PaymentAdmin(ReadOnly):
     inlines = [AdjustmentInline]
     actions = ["check_at_provider"]
 
-    @admin.action(description="Check the selected payments at their provider")
+    @admin.action(description=_("Check the selected payments at their provider"))
     def check_at_provider(self, request, queryset):  # type: ignore[no-untyped-def]
         done = 0
         for payment in queryset:
@@ -185,8 +186,17 @@ class PaymentAdmin(ReadOnly):
                 topups.sync(payment)
                 done += 1
             except ProviderError as exc:
-                self.message_user(request, f"{payment.receipt_number}: {exc}", messages.WARNING)
-        self.message_user(request, f"Checked {done} payment(s).")
+                self.message_user(
+                    request,
+                    gettext("%(receipt)s: %(error)s")
+                    % {"receipt": payment.receipt_number, "error": exc},
+                    messages.WARNING,
+                )
+        self.message_user(
+            request,
+            ngettext("Checked %(count)d payment.", "Checked %(count)d payments.", done)
+            % {"count": done},
+        )
 
 
 @admin.register(WebhookEvent)
@@ -205,14 +215,14 @@ class WebhookEventAdmin(ReadOnly):
     readonly_fields = [f.name for f in WebhookEvent._meta.fields]
     actions = ["replay"]
 
-    @admin.action(description="Replay the selected events (failed or received ones run again)")
+    @admin.action(description=_("Replay the selected events (failed or received ones run again)"))
     def replay(self, request, queryset):  # type: ignore[no-untyped-def]
         results = webhooks.replay(list(queryset))
         by_status: dict[str, int] = {}
         for event in results:
             by_status[event.status] = by_status.get(event.status, 0) + 1
         summary = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
-        self.message_user(request, f"Replayed: {summary}.")
+        self.message_user(request, gettext("Replayed: %(summary)s.") % {"summary": summary})
 
 
 class VoucherBatchForm(forms.ModelForm):
@@ -267,7 +277,7 @@ class VoucherBatchAdmin(admin.ModelAdmin):
         obj.pk = batch.pk
         obj.created_at = batch.created_at
 
-    @admin.action(description="Export the codes of the selected batches as CSV")
+    @admin.action(description=_("Export the codes of the selected batches as CSV"))
     def export_codes(self, request, queryset):  # type: ignore[no-untyped-def]
         response = HttpResponse(content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="vouchers.csv"'

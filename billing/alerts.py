@@ -22,7 +22,9 @@ from django.dispatch import receiver
 from django.urls import reverse
 from django.utils.translation import gettext as _
 
+from accounts.language import in_language_of
 from accounts.models import Account
+from lib.money import usd_text
 
 from . import ledger, signals, topups
 from .accounts import profile_of
@@ -94,6 +96,24 @@ def _site() -> str:
     return str(settings.TP_SITE_URL)
 
 
+def _send_low_balance(email: str, available: Decimal, threshold: Decimal) -> None:
+    send_mail(
+        _("[TokenPapa] Your balance is low"),
+        _(
+            "Your available TokenPapa balance is $%(available)s, below the $%(threshold)s "
+            "you asked to be told about. Requests are refused once it reaches zero.\n\n"
+            "Top up: %(url)s\n"
+        )
+        % {
+            "available": usd_text(available.quantize(Decimal("0.01"))),
+            "threshold": usd_text(threshold.quantize(Decimal("0.01"))),
+            "url": _site() + reverse("billing"),
+        },
+        None,
+        [email],
+    )
+
+
 def _low_balance(profile: BillingProfile, available: Decimal) -> None:
     """Once per crossing: the flag is set when the email goes and cleared only when the
     available balance is back at or above the threshold. The conditional UPDATE makes two
@@ -104,20 +124,8 @@ def _low_balance(profile: BillingProfile, available: Decimal) -> None:
     rows = BillingProfile.objects.filter(pk=profile.pk)
     if available < threshold:
         if rows.filter(low_balance_notified=False).update(low_balance_notified=True):
-            send_mail(
-                _("[TokenPapa] Your balance is low"),
-                _(
-                    "Your available TokenPapa balance is $%(available)s, below the $%(threshold)s "
-                    "you asked to be told about. Requests are refused once it reaches zero.\n\n"
-                    "Top up: %(url)s\n"
-                )
-                % {
-                    "available": available.quantize(Decimal("0.01")),
-                    "threshold": threshold.quantize(Decimal("0.01")),
-                    "url": _site() + reverse("billing"),
-                },
-                None,
-                [profile.account.user.email],
-            )
+            user = profile.account.user
+            with in_language_of(user):
+                _send_low_balance(user.email, available, threshold)
     else:
         rows.filter(low_balance_notified=True).update(low_balance_notified=False)

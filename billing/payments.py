@@ -22,6 +22,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.language import in_language_of
+
 from . import ledger, signals
 from .accounts import profile_of
 from .models import BillingProfile, LedgerEntry, Payment, PaymentAdjustment
@@ -377,22 +379,27 @@ def auto_topup_failed(payment: Payment, reason: str) -> None:
                 "updated_at",
             ]
         )
-        email = p.account.user.email
+        user = p.account.user
         failures = profile.auto_topup_failures
     log.warning("auto top-up %s failed (%s in a row): %s", p.uuid, failures, reason)
     if switched_off:
-        send_mail(
-            _("[TokenPapa] Auto top-up is off"),
-            _(
-                "We could not charge your saved card for an automatic top-up %(n)s times in a "
-                "row (last reason: %(reason)s), so auto top-up is now switched off.\n\n"
-                "Check your card and switch it on again: %(url)s\n"
-            )
-            % {
-                "n": failures,
-                "reason": reason,
-                "url": str(settings.TP_SITE_URL) + reverse("billing_settings"),
-            },
-            None,
-            [email],
+        with in_language_of(user):
+            _send_auto_topup_off(user.email, failures, reason)
+
+
+def _send_auto_topup_off(email: str, failures: int, reason: str) -> None:
+    send_mail(
+        _("[TokenPapa] Auto top-up is off"),
+        _(
+            "We could not charge your saved card for an automatic top-up %(n)s times in a "
+            "row (last reason: %(reason)s), so auto top-up is now switched off.\n\n"
+            "Check your card and switch it on again: %(url)s\n"
         )
+        % {
+            "n": failures,
+            "reason": reason,
+            "url": str(settings.TP_SITE_URL) + reverse("billing_settings"),
+        },
+        None,
+        [email],
+    )

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from fpdf import FPDF
 
-from lib.money import usd
+from lib.money import usd_text
 
 from .accounts import profile_of
 from .models import Payment
@@ -114,7 +114,10 @@ def pdf(payment: Payment) -> bytes:
     doc.line_text(
         _("Receipt %(number)s") % {"number": payment.receipt_number}, size=14, bold=True, h=8
     )
-    doc.line_text(_("Date: %(date)s") % {"date": data["issued"].strftime("%Y-%m-%d %H:%M UTC")})
+    doc.line_text(
+        _("Date: %(date)s")
+        % {"date": formats.date_format(data["issued"], "SHORT_DATETIME_FORMAT") + " UTC"}
+    )
     doc.line_text(_("Payment method: %(method)s") % {"method": payment.get_provider_display()})
     doc.line_text(_("Provider reference: %(ref)s") % {"ref": payment.provider_payment_id or "-"})
     doc.ln(4)
@@ -132,17 +135,16 @@ def pdf(payment: Payment) -> bytes:
     doc.set_font(doc.family, "", 10)
     for line in data["lines"]:
         doc.cell(width - 40, 7, doc.text_of(str(line["label"])))
-        doc.cell(40, 7, usd(line["amount"]), align="R", new_x="LMARGIN", new_y="NEXT")
+        doc.cell(40, 7, usd_text(line["amount"]), align="R", new_x="LMARGIN", new_y="NEXT")
     doc.set_font(doc.family, "B", 10)
     doc.cell(width - 40, 8, doc.text_of(_("Total paid")), border="T")
-    doc.cell(40, 8, usd(data["paid"]), border="T", align="R", new_x="LMARGIN", new_y="NEXT")
+    doc.cell(40, 8, usd_text(data["paid"]), border="T", align="R", new_x="LMARGIN", new_y="NEXT")
     if data["adjustments"]:
         doc.ln(4)
         doc.line_text(_("Later changes"), bold=True)
         for adj in data["adjustments"]:
-            doc.line_text(
-                f"{adj.created_at:%Y-%m-%d}  {adj.get_kind_display()}  {usd(adj.amount)} USD"
-            )
+            day = formats.date_format(adj.created_at, "SHORT_DATE_FORMAT")
+            doc.line_text(f"{day}  {adj.get_kind_display()}  {usd_text(adj.amount)} USD")
     doc.ln(8)
     doc.set_font(doc.family, "", 8)
     doc.multi_cell(

@@ -31,6 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema
 
+from accounts.language import in_language_of
 from core import keyformat
 
 from .models import ApiKey
@@ -77,12 +78,13 @@ def _verified(request: HttpRequest) -> bool:
 def _notify(key: ApiKey, url: str) -> None:
     user = key.account.user
     context = {"key": key, "url": url[:500]}
-    send_mail(
-        subject=render_to_string("keys/email/leaked_subject.txt", context).strip(),
-        message=render_to_string("keys/email/leaked_body.txt", context),
-        from_email=None,
-        recipient_list=[user.email],
-    )
+    with in_language_of(user):
+        send_mail(
+            subject=render_to_string("keys/email/leaked_subject.txt", context).strip(),
+            message=render_to_string("keys/email/leaked_body.txt", context),
+            from_email=None,
+            recipient_list=[user.email],
+        )
 
 
 @extend_schema(exclude=True)

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.utils import formats
 from django.utils.deconstruct import deconstructible
 from django.utils.translation import gettext_lazy as _
 
@@ -22,6 +23,17 @@ def usd(value: Any) -> str:
     text = format(amount.normalize(), "f") if amount != 0 else "0"
     whole, _, frac = text.partition(".")
     return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def usd_text(value: Any) -> str:
+    """``usd`` for a reader: the same exact digits in the active language's number format
+    (``1,234.50`` in English, ``1 234,50`` in French), formatted from the Decimal itself. Only
+    for text people read; inputs, exports and the API take ``usd``."""
+    plain = usd(value)
+    if not plain:
+        return ""
+    places = len(plain.partition(".")[2])
+    return formats.number_format(Decimal(plain), decimal_pos=places, use_l10n=True)
 
 
 @deconstructible

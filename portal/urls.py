@@ -6,7 +6,7 @@ from accounts.auth import admin_login
 from billing import views as billing_views
 from catalog import views as catalog_views
 
-from . import popularity, views
+from . import docs_views, popularity, views
 
 # Staff sign in through allauth like everyone else (its rate limits and second factor); the
 # admin's own form would take a password alone. Set before admin.site.urls is read below.
@@ -21,7 +21,12 @@ urlpatterns = [
         name="models",
     ),
     path("models/", include("catalog.urls")),
-    path("docs/", views.docs, name="docs"),
+    path("docs/", docs_views.page, name="docs"),
+    path("docs/search/", docs_views.search, name="docs_search"),
+    path("docs/<slug:slug>.md", docs_views.page_markdown, name="docs_markdown"),
+    path("docs/<slug:slug>/", docs_views.page, name="docs_page"),
+    path("llms.txt", docs_views.llms_txt, name="llms_txt"),
+    path("llms-full.txt", docs_views.llms_full_txt, name="llms_full_txt"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("keys/", include("keys.urls")),
     path("usage/", billing_views.usage, name="usage"),
@@ -31,6 +36,7 @@ urlpatterns = [
     path("account/export/", views.account_export, name="account_export"),
     path("account/delete/", views.account_delete, name="account_delete"),
     path("accounts/", include("allauth.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/", include("keys.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path(

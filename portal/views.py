@@ -3,7 +3,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from allauth.account.decorators import reauthentication_required
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -39,16 +38,6 @@ def _user(request: HttpRequest) -> User:
 
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html", {"nav": "home", "example_model": _example_model()})
-
-
-def docs(request: HttpRequest) -> HttpResponse:
-    context = {
-        "nav": "docs",
-        "example_model": _example_model(),
-        "relay_root_url": settings.TP_RELAY_BASE_URL.removesuffix("/v1"),
-        "max_body_mib": settings.TP_RELAY_MAX_BODY_BYTES // (1024 * 1024),
-    }
-    return render(request, "portal/docs.html", context)
 
 
 @login_required

@@ -82,10 +82,10 @@ def test_a_model_pages_calculator_gives_the_exact_cost(
     page.get_by_label("Output tokens", exact=True).fill("1000000")
     page.get_by_label("Cached input tokens", exact=True).fill("0")
     expect(page.get_by_test_id("cost-one")).to_have_text("$8.00")
-    expect(page.get_by_test_id("cost-thousand")).to_have_text("$8000.00")
+    expect(page.get_by_test_id("cost-thousand")).to_have_text("$8,000.00")
     page.get_by_label("Output tokens", exact=True).fill("1")
     expect(page.get_by_test_id("cost-one")).to_have_text("$2.000006")
-    expect(page.get_by_test_id("cost-thousand")).to_have_text("$2000.006")
+    expect(page.get_by_test_id("cost-thousand")).to_have_text("$2,000.006")
 
 
 def test_the_comparison_shows_three_models(page: Page, live_server: Any, catalog: None) -> None:

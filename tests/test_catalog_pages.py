@@ -377,7 +377,7 @@ def test_a_model_page_shows_the_model_every_price_and_the_snippets(
     long_prompt = {"input_tokens": "300000", "output_tokens": "0"}
     body = Client().get(reverse("model_detail", args=["bolt/turbo"]), long_prompt).content.decode()
     assert 'data-testid="cost-one">$3.001<' in body
-    assert 'data-testid="cost-thousand">$3001.00<' in body
+    assert 'data-testid="cost-thousand">$3,001.00<' in body
     assert "1,000,000 tokens" in body  # context
     # Snippets name the exact id and the relay: its /v1 base, and its root for Anthropic's SDK.
     assert 'model="bolt/turbo"' in body and 'model: "bolt/turbo"' in body
@@ -424,7 +424,7 @@ def test_the_calculator_gives_the_exact_cost_of_one_request_and_of_a_thousand(
     tokens = {"input_tokens": "1000000", "output_tokens": "1000000", "cached_tokens": "0"}
     body = client.get(url, tokens).content.decode()
     assert 'data-testid="cost-one">$8.00<' in body
-    assert 'data-testid="cost-thousand">$8000.00<' in body
+    assert 'data-testid="cost-thousand">$8,000.00<' in body
     # htmx asks for the result alone.
     fragment = client.get(
         url, tokens, headers={"HX-Request": "true", "HX-Target": "cost-result"}

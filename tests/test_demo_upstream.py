@@ -318,12 +318,14 @@ def test_embeddings_float_and_base64(oai: openai.OpenAI, raw: Raw) -> None:
     assert result.object == "list"
     assert result.model == "text-embedding-3-small"
     assert [d.index for d in result.data] == [0, 1]
-    assert all(d.object == "embedding" and len(d.embedding) == 1024 for d in result.data)
+    assert all(d.object == "embedding" and len(d.embedding) == 1536 for d in result.data)
     assert math.isclose(sum(v * v for v in result.data[0].embedding), 1.0, rel_tol=1e-4)
     assert result.data[0].embedding != result.data[1].embedding
     assert result.usage.prompt_tokens == 3 and result.usage.total_tokens == 3  # 2 + 1
 
-    again = oai.embeddings.create(model="x", input="alpha", encoding_format="float")
+    again = oai.embeddings.create(
+        model="text-embedding-3-small", input="alpha", encoding_format="float"
+    )
     assert again.data[0].embedding == result.data[0].embedding  # deterministic
 
     # The SDK asks for base64 by default and decodes it itself.

@@ -137,9 +137,9 @@ def test_the_models_page_lists_the_catalog_with_prices(catalog: None) -> None:
 
 def test_the_docs_show_this_deployments_base_url(settings: Any, transactional_db: None) -> None:
     settings.TP_RELAY_BASE_URL = "https://relay.example.test/v1"
-    body = Client().get(reverse("docs")).content.decode()
-    assert 'base_url="https://relay.example.test/v1"' in body
-    assert "curl https://relay.example.test/v1/chat/completions" in body
+    body = Client().get(reverse("docs_page", args=["quickstart"])).content.decode()
+    assert '"https://relay.example.test/v1"' in body  # OpenAI(base_url=...)
+    assert "https://relay.example.test/v1/chat/completions" in body  # the curl sample
 
 
 @pytest.mark.parametrize(

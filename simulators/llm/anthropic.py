@@ -2,7 +2,9 @@
 
 Requests are validated as Anthropic validates them (``field: problem`` messages,
 ``invalid_request_error``). Usage is split as Anthropic splits it: ``input_tokens`` excludes
-cache reads and writes. Tools are chosen by the same policy as on the OpenAI side.
+cache reads and writes. Tools are chosen by the same policy as on the OpenAI side. A system prompt
+that asks for JSON (as the relay's translation of ``response_format`` does) gets JSON text
+(see :func:`.text.instructed_reply`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .text import (
     argument_fragments,
     estimate_prompt_tokens,
     filler_pieces,
+    instructed_reply,
     split_evenly,
     tool_arguments,
 )
@@ -127,6 +130,11 @@ def _validate_messages(body: JSON, *, count_only: bool = False) -> _MessagesRequ
     )
 
 
+def _reply_text(req: _MessagesRequest, output: int) -> str:
+    instructed = instructed_reply(req.system)
+    return instructed if instructed is not None else "".join(filler_pieces(output))
+
+
 def _anthropic_event(name: bytes, payload: dict[str, JSON]) -> bytes:
     return b"event: " + name + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
@@ -192,7 +200,7 @@ async def messages(request: web.Request, state: DemoState) -> web.StreamResponse
     content = (
         [tool_block]
         if tool_block is not None
-        else [{"type": "text", "text": "".join(filler_pieces(output))}]
+        else [{"type": "text", "text": _reply_text(req, output)}]
     )
     payload: dict[str, JSON] = {
         "id": message_id,
@@ -248,11 +256,13 @@ def _anthropic_stream_events(
         deltas = [{"type": "input_json_delta", "partial_json": f} for f in fragments]
     else:
         block = {"type": "text", "text": ""}
-        pieces = list(filler_pieces(output))
-        deltas = [
-            {"type": "text_delta", "text": text}
-            for text in split_evenly(pieces, cfg.chunks if cfg.chunks else len(pieces))
-        ]
+        instructed = instructed_reply(req.system)
+        if instructed is not None:
+            texts = argument_fragments(instructed, cfg.chunks)
+        else:
+            pieces = list(filler_pieces(output))
+            texts = split_evenly(pieces, cfg.chunks if cfg.chunks else len(pieces))
+        deltas = [{"type": "text_delta", "text": text} for text in texts]
     events.append(
         _anthropic_event(
             b"content_block_start",

@@ -1,7 +1,10 @@
 """OpenAI's embeddings, ``POST /v1/embeddings``: deterministic unit vectors, float or base64.
 
 A vector is derived from a hash of its input (text or token array), so the same input gets the
-same vector in every run and on every machine.
+same vector in every run and on every machine. Its length is the model's (``MODEL_DIMENSIONS``,
+``DEFAULT_EMBEDDING_DIMENSIONS`` for any other model) or the request's ``dimensions``: OpenAI's
+text-embedding-3 models shorten to at most their own size, ada-002 refuses the parameter, and the
+demo's other models take any size (tests ask for small vectors).
 """
 
 from __future__ import annotations
@@ -24,6 +27,33 @@ from .wire import INVALID, JSON, bearer_token, drop, is_int
 
 DEFAULT_EMBEDDING_DIMENSIONS = 1024
 MAX_EMBEDDING_DIMENSIONS = 16384
+# The providers' published output sizes, by upstream model name.
+MODEL_DIMENSIONS: dict[str, int] = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+    "mistral-embed": 1024,
+}
+# Models that refuse ``dimensions`` (OpenAI's message); text-embedding-3 ones cap it at their size.
+_FIXED_DIMENSIONS = frozenset({"text-embedding-ada-002"})
+_SHORTENABLE = frozenset({"text-embedding-3-small", "text-embedding-3-large"})
+
+
+def _dimensions(model: str, requested: Any) -> int | web.Response:
+    """The vector size for ``model`` and the request's ``dimensions``, or the error."""
+    native = MODEL_DIMENSIONS.get(model, DEFAULT_EMBEDDING_DIMENSIONS)
+    if requested is None:
+        return native
+    if model in _FIXED_DIMENSIONS:
+        return bad_request("This model does not support specifying dimensions.")
+    limit = native if model in _SHORTENABLE else MAX_EMBEDDING_DIMENSIONS
+    if not is_int(requested) or not 1 <= requested <= limit:
+        return bad_request(
+            f"Invalid value for 'dimensions': expected an integer between 1 and {limit}.",
+            "dimensions",
+            "invalid_value",
+        )
+    return int(requested)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -100,16 +130,9 @@ async def embeddings(request: web.Request, state: DemoState) -> web.StreamRespon
     inputs = _embedding_inputs(body["input"])
     if isinstance(inputs, str):
         return bad_request(inputs, "input", "invalid_value")
-    dimensions = body.get("dimensions", None)
-    if dimensions is None:
-        dimensions = DEFAULT_EMBEDDING_DIMENSIONS
-    elif not is_int(dimensions) or not 1 <= dimensions <= MAX_EMBEDDING_DIMENSIONS:
-        return bad_request(
-            f"Invalid value for 'dimensions': expected an integer between 1 and "
-            f"{MAX_EMBEDDING_DIMENSIONS}.",
-            "dimensions",
-            "invalid_value",
-        )
+    dimensions = _dimensions(model, body.get("dimensions"))
+    if isinstance(dimensions, web.Response):
+        return dimensions
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         return bad_request(

@@ -2,7 +2,8 @@
 
 Requests are validated as OpenAI validates them, with the same message, ``param`` and ``code``
 for the common mistakes. The answer is filler text, or a call of one of the request's tools with
-arguments made from its JSON schema (see :func:`_choose_openai_tool`).
+arguments made from its JSON schema (see :func:`_choose_openai_tool`), or, with a
+``response_format`` of json_object or json_schema, JSON content (:func:`.text.structured_reply`).
 
 A stream is ``chat.completion.chunk`` events in OpenAI's order: a first delta with the role and
 empty content, the content (or tool-call argument) deltas, an empty delta with the
@@ -36,6 +37,7 @@ from .text import (
     estimate_prompt_tokens,
     filler_pieces,
     split_evenly,
+    structured_reply,
     tool_arguments,
 )
 from .usage import openai_usage
@@ -53,6 +55,7 @@ class _ChatRequest(NamedTuple):
     include_usage: bool
     max_tokens: int | None
     tool: dict[str, Any] | None  # the chosen function definition, if answering with a tool
+    structured: str | None  # JSON content that honours ``response_format``, if any
 
 
 def _validate_max_tokens(body: dict[str, Any], name: str) -> int | web.Response | None:
@@ -100,6 +103,45 @@ def _choose_openai_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, 
         if isinstance(last, dict) and last.get("role") in ("tool", "function"):
             return None
     return functions[0]
+
+
+_RESPONSE_FORMATS = ("json_object", "json_schema", "text")
+
+
+def _validate_response_format(value: Any) -> web.Response | None:
+    """OpenAI's checks of ``response_format``: a known ``type``; a json_schema needs a name."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return bad_request(
+            f"Invalid type for 'response_format': expected an object, but got "
+            f"{type_name(value)} instead.",
+            "response_format",
+            "invalid_type",
+        )
+    kind = value.get("type")
+    if kind not in _RESPONSE_FORMATS:
+        return bad_request(
+            f"Invalid value: '{kind}'. Supported values are: 'json_object', 'json_schema', and "
+            "'text'.",
+            "response_format.type",
+            "invalid_value",
+        )
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict):
+            return bad_request(
+                "Missing required parameter: 'response_format.json_schema'.",
+                "response_format.json_schema",
+                "missing_required_parameter",
+            )
+        if not isinstance(spec.get("name"), str):
+            return bad_request(
+                "Missing required parameter: 'response_format.json_schema.name'.",
+                "response_format.json_schema.name",
+                "missing_required_parameter",
+            )
+    return None
 
 
 def _validate_chat(body: JSON) -> _ChatRequest | web.Response:
@@ -227,6 +269,9 @@ def _validate_chat(body: JSON) -> _ChatRequest | web.Response:
             "specified.",
             "tool_choice",
         )
+    bad_format = _validate_response_format(body.get("response_format"))
+    if bad_format is not None:
+        return bad_format
     return _ChatRequest(
         model=model,
         messages=messages,
@@ -234,6 +279,7 @@ def _validate_chat(body: JSON) -> _ChatRequest | web.Response:
         include_usage=include_usage,
         max_tokens=min(caps) if caps else None,
         tool=_choose_openai_tool(body, messages),
+        structured=structured_reply(body.get("response_format")),
     )
 
 
@@ -324,7 +370,11 @@ async def chat_completions(request: web.Request, state: DemoState) -> web.Stream
     else:
         message = {
             "role": "assistant",
-            "content": "".join(filler_pieces(completion)),
+            "content": (
+                chat.structured
+                if chat.structured is not None
+                else "".join(filler_pieces(completion))
+            ),
             "refusal": None,
             "annotations": [],
         }
@@ -408,6 +458,12 @@ def _openai_stream_events(
         body = [
             frame({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
             for fragment in argument_fragments(function["arguments"], cfg.chunks)
+        ]
+    elif chat.structured is not None:
+        events = [frame({"role": "assistant", "content": "", "refusal": None})]
+        body = [
+            frame({"content": fragment})
+            for fragment in argument_fragments(chat.structured, cfg.chunks)
         ]
     else:
         events = [frame({"role": "assistant", "content": "", "refusal": None})]
