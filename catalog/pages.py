@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext_lazy as _
 
-from lib.money import usd
+from lib.money import usd_text
 
 from .models import PriceVersion, Provider
 from .selectors import CAPABILITIES, MODALITY_LABELS, Entry
@@ -151,7 +151,7 @@ def history_chart(versions: list[PriceVersion], now: datetime | None = None) -> 
         width=_px(WIDTH),
         height=_px(HEIGHT),
         series=series,
-        top_label=f"${usd(highest)}",
+        top_label=f"${usd_text(highest)}",
         first_label=date_format(ordered[0].created_at, "SHORT_DATE_FORMAT"),
         last_label=date_format(now, "SHORT_DATE_FORMAT"),
         plot_left=_px(LEFT),
@@ -188,7 +188,7 @@ def _tiers_text(price: PriceVersion | None) -> str:
 
 
 def _price_cell(price: PriceVersion | None, name: str) -> str:
-    return f"${usd(getattr(price, name))}" if price and _is_set(price, name) else "—"
+    return f"${usd_text(getattr(price, name))}" if price and _is_set(price, name) else "—"
 
 
 def compare_rows(chosen: list[Entry]) -> list[tuple[Any, list[str]]]:

@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
 from core.pricing import cost
-from lib.money import usd
+from lib.money import usd_text
 
 from .figures import route_figures
 from .forms import CostQuery, ListQuery
@@ -101,9 +101,9 @@ def _dress(rows: Iterable[Card]) -> None:
         )
         if card.context_window:
             card.context_text = number_format(card.context_window, force_grouping=True)
-        card.input_text = f"${usd(card.input)}"
+        card.input_text = f"${usd_text(card.input)}"
         if not card.embeddings:
-            card.output_text = f"${usd(card.output)}"
+            card.output_text = f"${usd_text(card.output)}"
 
 
 def model_list(request: HttpRequest, usage_counts: UsageCounts | None = None) -> HttpResponse:

@@ -152,6 +152,9 @@ def test_it_lists_the_listed_models_with_their_current_prices(shelf: Any) -> Non
     assert "5 models of 5" in body
     assert 'href="/models/acme/large/"' in body
     assert "/models/compare/?ids=cirrus/open-70b" in body  # "Add to compare"
+    # In the reader's number format, the same exact digits.
+    french = Client().get(LIST, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "$2,00" in french and "$6,00" in french and "$2.00" not in french
 
 
 def test_it_searches_ids_names_authors_and_descriptions(shelf: Any) -> None:
