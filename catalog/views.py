@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import gettext_lazy
 
 from core.pricing import cost
 from lib.money import usd_text
@@ -76,12 +76,12 @@ def _options(
 
 
 CHIPS = (
-    ("tools", _lazy("tools")),
-    ("json", _lazy("JSON")),
-    ("structured", _lazy("structured")),
-    ("vision", _lazy("vision")),
-    ("reasoning", _lazy("reasoning")),
-    ("embeddings", _lazy("embeddings")),
+    ("tools", gettext_lazy("tools")),
+    ("json", gettext_lazy("JSON")),
+    ("structured", gettext_lazy("structured")),
+    ("vision", gettext_lazy("vision")),
+    ("reasoning", gettext_lazy("reasoning")),
+    ("embeddings", gettext_lazy("embeddings")),
 )
 SUMMARY_CHARS = 110
 

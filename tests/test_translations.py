@@ -4,6 +4,7 @@ its placeholders intact, and the compiled .mo files are the .po files' current c
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -79,3 +80,19 @@ def test_the_compiled_catalogue_is_current(language: str, tmp_path: Path) -> Non
     assert fresh.read_bytes() == compiled.read_bytes(), (
         f"{compiled} is older than its .po: run `make messages-compiled`"
     )
+
+
+# xgettext finds a message only behind the names it knows (gettext, gettext_lazy, ngettext, _,
+# …): a string marked through another alias is never extracted, so it would stay English while
+# every check above passes.
+ALIAS = re.compile(r"import\s+(?:n|p|np)?gettext(?:_lazy|_noop)?\s+as\s+(?!_\b)(\w+)")
+
+
+def test_no_message_is_marked_under_a_name_xgettext_does_not_know() -> None:
+    aliased = [
+        f"{path.relative_to(ROOT)}: {match.group(0)}"
+        for package in ("accounts", "billing", "catalog", "keys", "lib", "portal")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for match in ALIAS.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert aliased == []
