@@ -49,7 +49,7 @@ class TopupForm(forms.Form):
 
     def _choices(self, name: str, choices: list[tuple[str, Any]]) -> None:
         field = self.fields[name]
-        assert isinstance(field, forms.ChoiceField)
+        assert isinstance(field, forms.ChoiceField)  # noqa: S101 - narrows a declared field for mypy
         field.choices = choices
 
     def clean(self) -> dict[str, Any]:
@@ -74,7 +74,7 @@ class ConfirmTopupForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["provider"]
-        assert isinstance(field, forms.ChoiceField)
+        assert isinstance(field, forms.ChoiceField)  # noqa: S101 - narrows a declared field for mypy
         field.choices = [(p.identifier, p.identifier) for p in enabled_providers()]
 
     def clean_amount(self) -> Decimal:

@@ -20,6 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_post_parameters
 
 from . import services
+from .health import route_health
 from .models import MarginRule, Model, PriceVersion, Provider, Route
 
 PRICE_COLUMNS = ("version", *PriceVersion.PRICE_FIELDS, "source", "created_at")
@@ -325,10 +326,19 @@ class RouteAdmin(admin.ModelAdmin):
         "active",
         "source",
         "in_file",
+        "health",
     )
     list_filter = ("active", "provider", "source", "in_file")
+    list_select_related = ("provider",)
     search_fields = ("model__id", "provider__slug", "upstream_model")
-    readonly_fields = ("source", "in_file")
+    readonly_fields = ("source", "in_file", "health")
+
+    @admin.display(description=_("Health"))
+    def health(self, obj: Route) -> str:
+        """The route's circuit breaker as the relays share it (see catalog.health)."""
+        if obj.pk is None:
+            return "—"
+        return route_health(obj).text
 
     def save_model(self, request: HttpRequest, obj: Route, form: Any, change: bool) -> None:
         services.save_route(route=obj)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +39,7 @@ from django.utils import timezone
 from core import state
 from lib.redis import client
 
+from .health import open_routes
 from .models import Model, Route, RouteHour
 
 MIN_REQUESTS = 10
@@ -159,6 +160,8 @@ class RouteFigures:
     prompt_retention_days: int | None
     privacy_url: str
     windows: tuple[WindowFigures, ...]
+    # Its circuit breaker is open: the relays skip it for now (catalog.health; pages only).
+    open: bool = False
 
     def window(self, name: str) -> WindowFigures:
         return next(w for w in self.windows if w.name == name)
@@ -230,7 +233,9 @@ def route_figures(model: Model, *, now: datetime | None = None) -> list[RouteFig
     now = now or timezone.now()
     week = _window_starts(now)[-1][1]
     rows = RouteHour.objects.filter(model_id=model.pk, hour__gte=week)
-    return _figures_of(model, _active_routes().filter(model=model), rows, now)
+    result = _figures_of(model, _active_routes().filter(model=model), rows, now)
+    down = open_routes(model.pk)
+    return [replace(r, open=True) if r.provider_slug in down else r for r in result]
 
 
 def all_route_figures(*, now: datetime | None = None) -> dict[str, list[RouteFigures]]:

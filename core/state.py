@@ -219,3 +219,74 @@ def cap_key_of_hold(value: str) -> str | None:
     """The cap key a hold charged, from its stored value ``"<nanos>|<cap key>"``."""
     _, _, cap = value.partition("|")
     return cap or None
+
+
+# ---- route health: one circuit breaker per route, shared by every relay --------------------
+#
+# All breakers live under the hash tag ``{breakers}`` (one Redis Cluster slot), so the script
+# below stays atomic; they see traffic only on failures, probes and one flush a second.
+# - ``tp:{breakers}`` route id -> JSON ``{f: consecutive failures, ws: window start (ms), n:
+#   requests in the window, e: failures in it, u: open until (ms; 0 closed), cd: cool-down}``.
+# - ``…:open`` route id -> ``"<open until ms>|<failures>"``: what relays poll (usually empty).
+# - ``…:probe:<route id>`` the half-open probe's lease (SET NX PX).
+
+BREAKERS = "tp:{breakers}"
+BREAKERS_OPEN = "tp:{breakers}:open"
+
+
+def route_id(model: str, provider: str, upstream_model: str) -> str:
+    return f"{model}|{provider}|{upstream_model}"
+
+
+def breaker_probe(route: str) -> str:
+    return f"tp:{{breakers}}:probe:{route}"
+
+
+# KEYS: breakers, open, probe lease. ARGV: route id, successes, failures, now (ms), probe (1/0),
+# consecutive failures that open, window (ms), min requests in the window, failure percentage
+# that opens, cool-down (ms), longest cool-down (ms).
+# Returns {1 open / 0 closed, open until (ms), consecutive failures}. While open, outcomes of
+# requests that were not the probe change nothing; the probe's closes the breaker (success) or
+# re-opens it with the cool-down doubled, up to the longest.
+BREAKER = """
+if ARGV[5] == '1' then redis.call('DEL', KEYS[3]) end
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local b = {f = 0, ws = 0, n = 0, e = 0, u = 0, cd = 0}
+if raw then b = cjson.decode(raw) end
+local ok = tonumber(ARGV[2])
+local failed = tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
+if b.u > 0 then
+  if ARGV[5] ~= '1' then return {1, b.u, b.f} end
+  if failed == 0 then
+    redis.call('HDEL', KEYS[1], ARGV[1])
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    return {0, 0, 0}
+  end
+  b.cd = math.min(b.cd * 2, tonumber(ARGV[11]))
+  b.u = now + b.cd
+  b.f = b.f + failed
+else
+  if now - b.ws >= tonumber(ARGV[7]) then
+    b.ws = now
+    b.n = 0
+    b.e = 0
+  end
+  b.n = b.n + ok + failed
+  b.e = b.e + failed
+  if ok > 0 then b.f = 0 end
+  b.f = b.f + failed
+  local rate = b.n >= tonumber(ARGV[8]) and b.e * 100 >= tonumber(ARGV[9]) * b.n
+  if b.f < tonumber(ARGV[6]) and not rate then
+    redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(b))
+    return {0, 0, b.f}
+  end
+  b.cd = tonumber(ARGV[10])
+  b.u = now + b.cd
+  b.n = 0
+  b.e = 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(b))
+redis.call('HSET', KEYS[2], ARGV[1], string.format('%d|%d', b.u, b.f))
+return {1, b.u, b.f}
+"""

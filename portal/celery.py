@@ -9,6 +9,10 @@ from typing import Any
 from celery import Celery, signals
 from django.db import close_old_connections
 
+# Task counts, failures and durations, and the queue's depth (TP_WORKER_METRICS_PORT): the
+# module connects its handlers to Celery's signals.
+from . import worker_metrics  # noqa: F401
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("tokenpapa")

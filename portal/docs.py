@@ -26,7 +26,7 @@ DEFAULT_LANGUAGE = "en"
 PLACEHOLDERS = ("base_url", "relay_root", "portal_url")
 
 _PLACEHOLDER = re.compile(r"\{\{\s*(" + "|".join(PLACEHOLDERS) + r")\s*\}\}")
-_TOKEN = "tpdocsvar{}x"
+_TOKEN = "tpdocsvar{}x"  # noqa: S105 - a placeholder marker in the docs, not a secret
 _TOKENS = {name: _TOKEN.format(name.replace("_", "")) for name in PLACEHOLDERS}
 _TOKEN_RE = re.compile("|".join(_TOKENS.values()))
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)

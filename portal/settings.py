@@ -103,6 +103,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The request id (for the JSON log lines) and the request metrics (portal/observability.py).
+    "portal.observability.RequestObservability",
     "portal.middleware.AsyncStreamingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -330,6 +332,8 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", True)
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", True)
+    # Probes and scrapers speak plain HTTP to the container (docs/observability.md).
+    SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
 # Whose X-Forwarded-For / X-Forwarded-Proto is believed: TP_TRUSTED_PROXIES, one setting for the
 # portal's server (uvicorn rewrites the client address and scheme only for those peers: see
 # serving/__main__.py) and the relay. Django itself trusts no forwarded header.

@@ -6,7 +6,7 @@ from accounts.auth import admin_login
 from billing import views as billing_views
 from catalog import views as catalog_views
 
-from . import docs_views, popularity, views
+from . import docs_views, observability, popularity, views
 
 # Staff sign in through allauth like everyone else (its rate limits and second factor); the
 # admin's own form would take a password alone. Set before admin.site.urls is read below.
@@ -46,5 +46,7 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", observability.readyz, name="readyz"),
+    path("metrics", observability.metrics, name="metrics"),
     path("favicon.ico", views.favicon),
 ]

@@ -6,6 +6,7 @@ from allauth.account.decorators import reauthentication_required
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -32,7 +33,8 @@ def _example_model() -> str:
 def _user(request: HttpRequest) -> User:
     """The signed-in user of a view behind login_required."""
     user = request.user
-    assert isinstance(user, User)
+    if not isinstance(user, User):
+        raise PermissionDenied
     return user
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -22,10 +23,11 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from core import state
+from core import jsonlog, state
 
-from . import limits, listing, prices, scripts
+from . import limits, listing, metrics, prices, scripts
 from .adapters import anthropic, quirks
+from .breaker import Breakers
 from .config import Config
 from .errors import RelayError
 from .reporter import Reporter
@@ -34,6 +36,9 @@ from .upstream import Upstream
 from .views import Views
 
 log = logging.getLogger("relay")
+
+# The relayed API's paths: what the request metrics count.
+RELAYED = frozenset(("/v1/chat/completions", "/v1/embeddings", "/v1/messages"))
 
 
 class Relay(Upstream):
@@ -45,6 +50,7 @@ class Relay(Upstream):
         self.config: Config
         self.redis: aioredis.Redis
         self.views: Views
+        self.metrics: metrics.Exposition
         self.reporter: Reporter
         self.http: aiohttp.ClientSession
         self.scripts = {}
@@ -58,6 +64,7 @@ class Relay(Upstream):
 
     async def startup(self) -> None:
         self.config = self._config or Config.from_env()
+        self.metrics = metrics.Exposition(self.config.spool_dir, self.config.metrics_token)
         self.trusted = limits.networks(list(self.config.trusted_proxies))
         # A bounded pool that waits for a free connection: a burst of requests queues for
         # Redis instead of opening connections without limit (or failing past the limit).
@@ -88,6 +95,8 @@ class Relay(Upstream):
             )
         self.views = Views(self.redis, self.config.pepper, self.config.secrets_keys)
         await self.views.start()
+        self.breakers = Breakers(self.redis, self.config.breaker)
+        await self.breakers.start()
         self.reporter = Reporter(
             self.config.broker_url,
             self.config.spool_dir,
@@ -116,6 +125,7 @@ class Relay(Upstream):
     async def shutdown(self) -> None:
         await self.http.close()
         await self.reporter.stop()
+        await self.breakers.stop()
         await self.views.stop()
         if self.script_client is not None:
             await self.script_client.aclose()
@@ -143,6 +153,7 @@ class Relay(Upstream):
 
     async def handle(self, scope: Scope, receive: Any, send: Any) -> None:
         req = Request()
+        jsonlog.REQUEST_ID.set(req.id)  # each request runs in a task of its own (a context)
         path: str = scope["path"]
         method: str = scope["method"]
         try:
@@ -167,6 +178,11 @@ class Relay(Upstream):
                 await self.respond(send, req, 200, body)
             elif path in ("/healthz", "/v1/healthz"):
                 await self.respond(send, req, 200, b'{"status":"ok"}')
+            elif path == "/readyz":
+                status, body = await self.readiness()
+                await self.respond(send, req, status, body)
+            elif path == "/metrics":
+                await self.scrape(scope, send, req)
             else:
                 raise RelayError(404, f"Unknown path {path[:100]}.", code="unknown_url")
         except RelayError as exc:
@@ -192,6 +208,31 @@ class Relay(Upstream):
         finally:
             if req.body_reserved:
                 self.body_bytes -= req.body_reserved
+            if path in RELAYED:
+                metrics.observe(req, time.time())
+
+    async def readiness(self) -> tuple[int, bytes]:
+        """Ready: Redis answers a PING (within a second) and a catalog is loaded."""
+        try:
+            async with asyncio.timeout(1):
+                redis_ok = bool(await self.redis.ping())
+        except (TimeoutError, redis.exceptions.RedisError, OSError):
+            redis_ok = False
+        checks = {"redis": redis_ok, "catalog": bool(self.views.models)}
+        ready = all(checks.values())
+        body = {"status": "ready" if ready else "unavailable", "checks": checks}
+        return (200 if ready else 503), orjson.dumps(body)
+
+    async def scrape(self, scope: Scope, send: Any, req: Request) -> None:
+        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+        if not self.metrics.allowed(authorization):
+            raise RelayError(401, "A valid metrics token is required.", type="authentication_error")
+        body = self.metrics.render()
+        req.responded = req.done = True
+        req.status = 200
+        headers = [(b"content-type", metrics.CONTENT_TYPE), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _fail(self, send: Any, req: Request, exc: RelayError) -> None:
         await self._release_quietly(req)
@@ -252,10 +293,11 @@ class Relay(Upstream):
         req.price = prices.of_model(model)
         req.stream = api in ("chat", "messages") and bool(req.body.get("stream"))
         await self.hold(req, self.worst_case(req, len(raw), api))
+        metrics.HOLDS.inc()
 
         # From here on the client's disconnect cancels the upstream request at once.
         task = asyncio.current_task()
-        assert task is not None
+        assert task is not None  # noqa: S101 - narrows for mypy: handle() runs in a task
         watcher = asyncio.create_task(self._watch(receive, req, task))
         try:
             await self.forward(scope, send, req, api)
@@ -266,6 +308,7 @@ class Relay(Upstream):
             await self.finish(req, None, status="client_closed", http_status=499)
         finally:
             watcher.cancel()
+            metrics.HOLDS.dec()
 
 
 app = Relay()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from core import secrets
 
+from .breaker import BreakerSettings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -49,6 +51,20 @@ def _secrets_keys(var_dir: Path) -> tuple[str, ...]:
     return keys
 
 
+def _breaker() -> BreakerSettings:
+    env = os.environ.get
+    return BreakerSettings(
+        failures=int(env("TP_BREAKER_FAILURES", 5)),
+        window=float(env("TP_BREAKER_WINDOW", 60)),
+        min_requests=int(env("TP_BREAKER_MIN_REQUESTS", 20)),
+        error_rate=int(env("TP_BREAKER_ERROR_RATE", 50)),
+        cooldown=float(env("TP_BREAKER_COOLDOWN", 30)),
+        max_cooldown=float(env("TP_BREAKER_MAX_COOLDOWN", 600)),
+        refresh=float(env("TP_BREAKER_REFRESH", 1)),
+        probe_lease=float(env("TP_BREAKER_PROBE_LEASE", 60)),
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     redis_url: str
@@ -71,6 +87,10 @@ class Config:
     replay_interval: float = 5.0
     upstream_connections: int = 1000
     redis_connections: int = 64
+    # When set, GET /metrics wants "Authorization: Bearer <token>" (see relay.metrics).
+    metrics_token: str = ""
+    # Route health: each route's circuit breaker (see relay.breaker; TP_BREAKER_*).
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -94,4 +114,6 @@ class Config:
             trusted_proxies=tuple(
                 p.strip() for p in os.environ.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),
+            metrics_token=os.environ.get("TP_METRICS_TOKEN", ""),
+            breaker=_breaker(),
         )

@@ -49,7 +49,7 @@ class Holds:
         reach; its images and seconds of audio at their own prices where the model has them;
         the model's per-request fee; and the most output the request allows. Also sets the
         tokens the request counts against a tokens-per-minute limit."""
-        assert req.price is not None
+        assert req.price is not None  # noqa: S101 - narrows for mypy: handle() prices before it holds
         window = req.model.get("context_window") or 0
         req.prompt_estimate = min(raw_size, window) if window else raw_size
         price = req.price.price
@@ -175,7 +175,7 @@ class Holds:
 
     def charge(self, req: Request, usage: Usage) -> int:
         """Nano-dollars to charge for ``usage`` at the request's price, at most its hold."""
-        assert req.price is not None
+        assert req.price is not None  # noqa: S101 - narrows for mypy: handle() prices before it holds
         reported = req.price.nanos(
             **usage.counts(), images=req.media.images, audio_ms=req.media.audio_ms
         )

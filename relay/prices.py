@@ -140,7 +140,6 @@ def of_model(model: dict[str, Any]) -> NanoPrice:
     """The model's price, built on first use and kept on the catalog entry (a catalog reload
     replaces the entries, and with them these)."""
     cached = model.get("_nano_price")
-    if cached is None:
+    if not isinstance(cached, NanoPrice):
         cached = model["_nano_price"] = NanoPrice(Price.from_dict(model["price"]))
-    assert isinstance(cached, NanoPrice)
     return cached

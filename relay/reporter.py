@@ -17,6 +17,8 @@ import orjson
 from celery import Celery
 from kombu import serialization
 
+from .metrics import BATCHES
+
 log = logging.getLogger("relay")
 
 TASK = "billing.record_usage"
@@ -122,8 +124,10 @@ class Reporter:
             )
         except Exception as exc:
             log.warning("usage batch of %d not sent (%s); spooling", len(batch), exc)
+            BATCHES.labels("failed").inc()
             return False
         self.sent += len(batch)
+        BATCHES.labels("published").inc()
         return True
 
     def _spool(self, batch: list[dict[str, Any]]) -> None:

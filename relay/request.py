@@ -57,11 +57,14 @@ class Request:
         "route",
         "routes",
         "started",
+        "status",
         "stream",
         "tokens_counted",
         "tpm_key",
         "translator",
         "ttfb",
+        "upstream_done",
+        "upstream_sent",
     )
 
     def __init__(self) -> None:
@@ -71,6 +74,10 @@ class Request:
         self.attempts: list[list[str]] = []
         self.started = time.time()
         self.ttfb: float | None = None
+        self.status = 0  # the HTTP status sent to the client (0: none was)
+        # The last upstream attempt: when it was sent, and when its answer ended (0: it did not).
+        self.upstream_sent = 0.0
+        self.upstream_done = 0.0
         self.held = False
         self.hold_nanos = 0  # the most this request may be charged
         self.media = media.NONE
@@ -242,6 +249,7 @@ class ClientSide:
             # is not waited for, and the connection cannot carry another request.
             headers.append((b"connection", b"close"))
         req.responded = req.done = True
+        req.status = status
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

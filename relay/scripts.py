@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import hiredis
 import redis.exceptions
@@ -189,6 +189,17 @@ class ScriptClient:
             raise _response_error(str(reply))
         return reply
 
+    async def execute_asking(self, *args: Arg) -> Any:
+        """``ASKING`` and then the command, adjacent on one connection: how a Redis Cluster
+        client follows an ``ASK`` redirection (``relay.cluster``)."""
+        link = self._link
+        if link is None or link.closed:
+            link = await self._connect()
+        _, reply = await asyncio.gather(link.send(pack(("ASKING",))), link.send(pack(args)))
+        if isinstance(reply, hiredis.ReplyError):
+            raise _response_error(str(reply))
+        return reply
+
     async def aclose(self) -> None:
         link, self._link = self._link, None
         if link is not None:
@@ -239,12 +250,18 @@ def _response_error(message: str) -> redis.exceptions.ResponseError:
     return redis.exceptions.ResponseError(message)
 
 
+class Executor(Protocol):
+    """What a :class:`Script` runs on: :class:`ScriptClient`, or ``relay.cluster``'s client."""
+
+    async def execute(self, *args: Arg) -> Any: ...
+
+
 class Script:
     """A Lua script called as redis-py's registered scripts are: ``await script(keys=,
     args=)``. Sent by SHA; if Redis does not have it (a restart, SCRIPT FLUSH), sent whole
     with EVAL, which also caches it for the next call."""
 
-    def __init__(self, client: ScriptClient, source: str) -> None:
+    def __init__(self, client: Executor, source: str) -> None:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()

@@ -13,8 +13,11 @@ from typing import Any
 
 import aiohttp
 
+from core import state
+
 from . import prices
 from .adapters import openai as openai_adapter
+from .breaker import Breakers
 from .errors import RelayError, scrub
 from .exchange import Exchange, make_exchange
 from .holds import Holds
@@ -53,7 +56,7 @@ def ordered_routes(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         group = [r for r in routes if r.get("priority", 0) == priority]
         while group:
             weights = [max(1, int(r.get("weight", 1))) for r in group]
-            pick = random.choices(range(len(group)), weights=weights)[0]
+            pick = random.choices(range(len(group)), weights=weights)[0]  # noqa: S311 - load spread
             ordered.append(group.pop(pick))
     return ordered
 
@@ -63,11 +66,21 @@ class Upstream(ClientSide, Holds):
 
     http: aiohttp.ClientSession
     reporter: Reporter
+    breakers: Breakers
 
     async def forward(self, scope: Scope, send: Any, req: Request, api: str) -> None:
         """Try the model's routes in order; move on only while nothing reached the client."""
         error: RelayError | None = None
+        breakers = self.breakers
+        model_id = req.model["id"]
         for route in ordered_routes(req.routes):
+            health = state.route_id(model_id, route["provider"], route["upstream_model"])
+            probe = False
+            if breakers.open:
+                due = breakers.due(health)
+                if due is False or (due and not await breakers.lease(health)):
+                    continue  # open: skipped without a connection (see relay.breaker)
+                probe = bool(due)
             req.route = route
             exchange = make_exchange(
                 api,
@@ -83,22 +96,47 @@ class Upstream(ClientSide, Holds):
                         exchange.headers[name.decode("latin-1")] = value.decode("latin-1")
                 # The demo upstream follows this provider's rules (simulators.llm.providers).
                 exchange.headers["x-demo-provider"] = route["provider"]
+            verdict: bool | None = None  # did the upstream fail? None: no answer either way
             try:
                 await self.attempt(send, req, exchange)
+                verdict = False
                 return
             except Retryable as exc:
                 error = exc.error
+                verdict = outcome(error) == "upstream_error"
                 req.attempts.append([route["provider"], route["upstream_model"], outcome(error)])
                 log.info("route %s failed for %s: %s", route["provider"], req.id, error.message)
             except RelayError as exc:
                 # The upstream refused this request (no other route would take it).
+                verdict = False
                 if not req.responded:
                     req.attempts.append([route["provider"], route["upstream_model"], outcome(exc)])
                     self.report_failure(req)
                 raise
-        assert error is not None
+            finally:
+                await self._health(health, verdict, probe)
+        if error is None:
+            # Every route's breaker is open: fail at once rather than wait on dead upstreams.
+            raise RelayError(
+                503,
+                "Every route of this model is failing; retry shortly.",
+                type="upstream_error",
+                code="upstream_unavailable",
+                headers=[(b"retry-after", str(breakers.retry_after()).encode())],
+            )
         self.report_failure(req)
         raise error
+
+    async def _health(self, route: str, failed: bool | None, probe: bool) -> None:
+        """Tell the route's breaker how the attempt went: a success is counted here (sent with
+        the next poll), a failure or a probe's outcome at once."""
+        if failed is None:
+            if probe:
+                await self.breakers.release(route)
+        elif failed or probe:
+            await self.breakers.record(route, failed=failed, probe=probe)
+        else:
+            self.breakers.succeeded(route)
 
     def report_failure(self, req: Request) -> None:
         """A request no route served costs nothing and leaves no usage row; its attempts still
@@ -115,6 +153,7 @@ class Upstream(ClientSide, Holds):
 
     async def attempt(self, send: Any, req: Request, exchange: Exchange) -> None:
         config = self.config
+        req.upstream_sent, req.upstream_done = time.time(), 0.0
         try:
             async with asyncio.timeout(config.first_byte_timeout) as deadline:
                 async with self.http.post(
@@ -138,6 +177,7 @@ class Upstream(ClientSide, Holds):
                     req.ttfb = time.time()
                     deadline.reschedule(asyncio.get_running_loop().time() + config.chunk_timeout)
                     raw = await resp.read()
+                    req.upstream_done = time.time()
                     body, usage = exchange.response(raw)
                     deadline.reschedule(None)
                     # The answer does not wait for Redis's reply to the settle. The settle is
@@ -216,6 +256,7 @@ class Upstream(ClientSide, Holds):
                 RelayError(502, "The upstream closed the stream at once.", type="upstream_error")
             )
         req.ttfb = time.time()
+        req.status = 200
         await send(
             {
                 "type": "http.response.start",
@@ -244,6 +285,7 @@ class Upstream(ClientSide, Holds):
                 await send({"type": "http.response.body", "body": out, "more_body": True})
             deadline.reschedule(loop.time() + chunk_timeout)
             data = await content.readany()
+        req.upstream_done = time.time()
         deadline.reschedule(None)
         rest = translator.close()
         if rest:
@@ -271,7 +313,7 @@ class Upstream(ClientSide, Holds):
                 completion_tokens=completion,
                 estimated=True,
             )
-        assert req.price is not None
+        assert req.price is not None  # noqa: S101 - narrows for mypy: priced before it is held
         nanos = self.charge(req, usage)
         await self.settle(req, nanos, usage)
         req.held = False

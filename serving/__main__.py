@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 import uvicorn
 
@@ -28,6 +29,39 @@ SERVICES = {
 
 def trusted_proxies() -> list[str]:
     return [p.strip() for p in os.environ.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()]
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """Every logger's records (uvicorn's, the app's) to stderr, one a line: JSON objects with the
+    request's id (``core.jsonlog``, named here, not imported) or plain text, by
+    ``TP_LOG_FORMAT`` (``json`` unless ``DEBUG`` is on)."""
+    debug = os.environ.get("DEBUG", "1").strip().lower() in ("1", "true", "yes", "on")
+    chosen = os.environ.get("TP_LOG_FORMAT", "").strip().lower() or ("text" if debug else "json")
+    if chosen not in ("json", "text"):
+        raise SystemExit(f"TP_LOG_FORMAT must be json or text, not {chosen!r}")
+    formatter: dict[str, Any] = (
+        {"()": "core.jsonlog.JsonFormatter"}
+        if chosen == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"line": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "line",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        # uvicorn's own loggers pass their records on to the root's handler.
+        "loggers": {
+            name: {"level": level.upper()}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         access_log=args.service == "portal",
         server_header=False,
         log_level=args.log_level,
+        log_config=log_config(args.log_level),
     )
 
 

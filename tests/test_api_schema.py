@@ -1,21 +1,27 @@
 """The JSON API against its own OpenAPI schema (served at /api/schema/), with schemathesis:
-every operation, with valid and invalid input, signed in with a management key. No answer is
-a 5xx, every answer matches the schema (status code, content type, body, headers), invalid
-input is refused and valid input accepted."""
+every operation, with valid and invalid input, signed in with a management key, then with no
+credentials and with an API key (which may not manage keys). No answer is a 5xx, every answer
+matches the schema (status code, content type, body, headers); signed in, invalid input is
+refused and valid input accepted; otherwise everything is refused. Under the "ci" Hypothesis
+profile (tests/conftest.py) every run draws the same examples; `make fuzz` draws new ones."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import schemathesis
+from django.test import Client
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis import checks
 
 from catalog.models import Model, Provider
+from keys import api_urls
 from keys.services import issue_key, issue_management_key
+from portal.wsgi import application
 
 ALL_CHECKS = [
     checks.not_a_server_error,
@@ -31,6 +37,14 @@ ALL_CHECKS = [
     checks.use_after_free,
     checks.ensure_resource_availability,
     checks.ignored_auth,
+]
+# Without the right credentials: still no 5xx, and every refusal as the schema documents it.
+REFUSED_CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+    checks.response_headers_conformance,
 ]
 MODEL_IDS = ["schema-model-a", "schema-model-b"]
 
@@ -59,8 +73,6 @@ schemathesis.openapi.format(
 def _load_schema() -> Any:
     """The schema as the portal serves it, read through the WSGI app at collection time (no
     database is needed to serve it); each case is then sent to the same app."""
-    from portal.wsgi import application
-
     return schemathesis.openapi.from_wsgi("/api/schema/", application)
 
 
@@ -93,9 +105,44 @@ def test_the_api_answers_as_its_schema_says(case: Any, management_key: str) -> N
     case.call_and_validate(headers={"Authorization": f"Bearer {management_key}"}, checks=ALL_CHECKS)
 
 
-def test_an_unknown_path_under_the_api_is_a_json_404(management_key: str) -> None:
-    from django.test import Client
+@pytest.fixture(params=["anonymous", "api key"])
+def refused_headers(request: pytest.FixtureRequest, alice: Any) -> dict[str, str]:
+    """No credentials at all, or one of alice's API keys (tp-sk-…), which calls models but may
+    not manage keys; alice also holds a management key, so there is something to refuse."""
+    issue_management_key(account=alice.account, name="not sent")
+    if request.param == "anonymous":
+        return {}
+    return {"Authorization": f"Bearer {issue_key(account=alice.account, name='sent')[1]}"}
 
+
+@schema.parametrize()
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_the_api_refuses_without_a_management_key(
+    case: Any, refused_headers: dict[str, str]
+) -> None:
+    response = case.call_and_validate(headers=refused_headers, checks=REFUSED_CHECKS)
+    # A key id that is no number names no API path at all: that is a 404 before any sign-in.
+    key_id = str(case.path_parameters.get("key_id", 0)) if case.path_parameters else "0"
+    assert response.status_code in (401, 403) or not key_id.isdigit()
+
+
+def test_the_schema_holds_every_api_operation() -> None:
+    """So that the runs above reach every path under /api/v1/. Not the secret-scanning
+    endpoint: a partner programme's signed webhook rather than part of the API, fuzzed with
+    and without valid signatures in tests/test_webhook_fuzz.py; nor the JSON 404 for the rest."""
+    routes = {
+        "/api/v1/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(pattern.pattern))
+        for pattern in api_urls.urlpatterns
+        if pattern.name not in ("secret_scanning", None)
+    }
+    assert routes == set(schema.raw_schema["paths"])
+
+
+def test_an_unknown_path_under_the_api_is_a_json_404(management_key: str) -> None:
     client = Client(headers={"Authorization": f"Bearer {management_key}"})
     paths = ("/api/v1/keys/null,null/", "/api/v1/keys/-1/revoke/", "/api/v1/", "/api/v1/k/\n«/")
     for path in paths:

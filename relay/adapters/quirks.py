@@ -212,9 +212,8 @@ NONE = Rules(None)
 def of_route(route: dict[str, Any]) -> Rules:
     """The route's rules, built on first use and kept on the catalog entry."""
     rules = route.get("_rules")
-    if rules is None:
+    if not isinstance(rules, Rules):
         rules = route["_rules"] = Rules(route.get("options"), str(route.get("upstream_model")))
-    assert isinstance(rules, Rules)
     return rules
 
 
@@ -249,9 +248,8 @@ class ModelRules:
 def of_model(model: dict[str, Any]) -> ModelRules:
     """The model's rules, built on first use and kept on the catalog entry."""
     rules = model.get("_param_rules")
-    if rules is None:
+    if not isinstance(rules, ModelRules):
         rules = model["_param_rules"] = ModelRules(model.get("supported_parameters") or [])
-    assert isinstance(rules, ModelRules)
     return rules
 
 
@@ -274,10 +272,10 @@ def routes_for(model: dict[str, Any], body: dict[str, Any], api: str) -> list[di
         first = first or error
         if usable is None:
             usable = routes[:i]
-    if usable is None:
+    # A refusal sets both, so neither is None once any route was refused.
+    if usable is None or first is None:
         return routes
     if not usable:
-        assert first is not None
         raise first
     return usable
 

@@ -91,7 +91,7 @@ def active_error(state: DemoState, cfg: DemoConfig) -> str | None:
     error = cfg.error
     if error is None:
         return None
-    if cfg.error_rate < 1.0 and random.random() >= cfg.error_rate:
+    if cfg.error_rate < 1.0 and random.random() >= cfg.error_rate:  # noqa: S311 - not a secret
         return None
     state.errors_injected += 1
     return error

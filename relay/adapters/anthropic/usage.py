@@ -40,12 +40,12 @@ def _cache_writes(usage: dict[str, Any]) -> tuple[int, int] | None:
     """(5-minute, 1-hour) cache writes, or None when ``usage`` says nothing of them."""
     total = usage.get("cache_creation_input_tokens")
     split = usage.get("cache_creation")
-    if total is None and not isinstance(split, dict):
-        return None
-    one_hour = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
     if total is None:
-        assert isinstance(split, dict)
-        return _int(split.get("ephemeral_5m_input_tokens")), one_hour
+        if not isinstance(split, dict):
+            return None
+        five_minutes = _int(split.get("ephemeral_5m_input_tokens"))
+        return five_minutes, _int(split.get("ephemeral_1h_input_tokens"))
+    one_hour = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
     written = _int(total)
     one_hour = min(one_hour, written)
     return written - one_hour, one_hour
