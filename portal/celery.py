@@ -3,11 +3,15 @@ Celery app of its own, so it never imports this module."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from celery import Celery, signals
+from django.conf import settings
 from django.db import close_old_connections
+
+from core.jsonlog import JsonFormatter
 
 # Task counts, failures and durations, and the queue's depth (TP_WORKER_METRICS_PORT): the
 # module connects its handlers to Celery's signals.
@@ -41,3 +45,16 @@ app.conf.CELERY_DB_REUSE_MAX = int(os.environ.get("TP_WORKER_DB_REUSE_MAX", "500
 @signals.task_prerun.connect
 def _check_database_connections(**kwargs: Any) -> None:
     close_old_connections()
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def json_log_lines(logger: logging.Logger, **_: Any) -> None:
+    """The worker and beat log as the servers do (``serving``): JSON lines unless
+    ``TP_LOG_FORMAT`` is ``text`` (the default with DEBUG on). Celery sets up its own handlers,
+    so their formatter is swapped once they exist."""
+    chosen = os.environ.get("TP_LOG_FORMAT", "").strip().lower()
+    if (chosen or ("text" if settings.DEBUG else "json")) != "json":
+        return
+    for handler in logger.handlers:
+        handler.setFormatter(JsonFormatter())

@@ -74,8 +74,9 @@ def database_url() -> str:
     )
 
 
-def start_worker(tmp_path: Path, name: str) -> WorkerProcess:
-    """A real ``celery worker`` process on the test database and Redis, as in production."""
+def start_worker(tmp_path: Path, name: str, **env: str) -> WorkerProcess:
+    """A real ``celery worker`` process on the test database and Redis, as in production
+    (``env``: more of its environment)."""
     log_path = tmp_path / f"worker-{name}.log"
     environ = {
         **os.environ,
@@ -84,6 +85,7 @@ def start_worker(tmp_path: Path, name: str) -> WorkerProcess:
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "TP_KEY_PEPPER": settings.TP_KEY_PEPPER.decode(),
         "TP_SECRETS_KEYS": ",".join(settings.TP_SECRETS_KEYS),
+        **env,
     }
     log = open(log_path, "wb")  # handed to the child process
     process = subprocess.Popen(
