@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tokenpapa
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test fuzz lint typecheck migrations-check install install-dev browser bench bench-catalog clean \
+.PHONY: run test test-cluster fuzz lint typecheck migrations-check install install-dev browser bench bench-catalog clean \
   gettext messages messages-compiled
 
 $(VENV)/bin/python:
@@ -59,11 +59,24 @@ browser:
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Then the relay's billing and limit tests once more with the relay's state on a local
+# three-master Redis Cluster (tests/redis_cluster.py; `make test CLUSTER=0` skips it), Celery's
+# broker and the cache on TEST_PLAIN_REDIS_URL.
+CLUSTER ?= 1
+TEST_PLAIN_REDIS_URL ?= redis://127.0.0.1:6379/14
+
 test: $(VENV)/.installed-dev browser messages-compiled
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
 	REDIS_URL=$${REDIS_URL:-$(TEST_REDIS_URL)} \
 	DJANGO_ALLOW_ASYNC_UNSAFE=true \
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@if [ "$(CLUSTER)" = 1 ]; then $(MAKE) --no-print-directory test-cluster; fi
+
+test-cluster: $(VENV)/.installed-dev
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} \
+	TP_TEST_PLAIN_REDIS_URL=$(TEST_PLAIN_REDIS_URL) \
+	DJANGO_ALLOW_ASYNC_UNSAFE=true \
+	$(PY) -m tests.redis_cluster -q $(CLUSTER_PYTEST_ARGS)
 
 # The property and fuzz tests with new random examples on each run (`make test` draws the same
 # ones every time, so that CI is reproducible). Run it often; a few minutes each time.

@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.utils import timezone
 from django.utils.translation import gettext, ngettext
@@ -71,3 +72,24 @@ def open_routes(model_id: str) -> set[str]:
     prefix = f"{model_id}|"
     names = client().hkeys(state.BREAKERS_OPEN)
     return {str(n)[len(prefix) :].split("|", 1)[0] for n in names if str(n).startswith(prefix)}
+
+
+def prune(snapshot: dict[str, Any]) -> int:
+    """Forgets the breakers of routes the published catalog no longer serves (a deleted or
+    unlisted route, a renamed upstream model), so that none lingers in the relays' view or
+    comes back open if the route does; returns how many. Both hashes share one hash slot."""
+    live = {
+        state.route_id(model_id, route["provider"], route["upstream_model"])
+        for model_id, model in snapshot.get("models", {}).items()
+        for route in model.get("routes", [])
+    }
+    r = client()
+    gone = [name for name in r.hkeys(state.BREAKERS) if str(name) not in live]
+    gone += [name for name in r.hkeys(state.BREAKERS_OPEN) if str(name) not in live]
+    if not gone:
+        return 0
+    pipe = r.pipeline(transaction=True)
+    pipe.hdel(state.BREAKERS, *gone)
+    pipe.hdel(state.BREAKERS_OPEN, *gone)
+    pipe.execute()
+    return len(set(gone))

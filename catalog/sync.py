@@ -19,7 +19,7 @@ from core import state
 from lib.redis import client, evict
 from lib.secrets import box
 
-from . import api, figures
+from . import api, figures, health
 from .models import Model, Provider, Route
 
 DEMO_API_KEY = "demo"
@@ -96,7 +96,9 @@ def snapshot() -> dict[str, Any]:
 
 
 def publish() -> None:
-    client().set(state.CATALOG, orjson.dumps(snapshot()))
+    published = snapshot()
+    client().set(state.CATALOG, orjson.dumps(published))
     evict("catalog")
+    health.prune(published)
     # The routes' live figures, for /v1/models/{id}/endpoints (beat refreshes them each minute).
     figures.publish()

@@ -34,6 +34,7 @@ from prometheus_client import (
 from prometheus_client.registry import REGISTRY
 
 from core import jsonlog
+from lib.redis import connect
 
 REQUESTS = Counter(
     "tp_portal_requests",
@@ -87,9 +88,12 @@ def _database() -> bool:
         return False
 
 
-def _redis(url: str) -> bool:
+def _redis(url: str, *, cluster: bool = False) -> bool:
+    """A PING answered (on a cluster: by every master, with every slot served)."""
     try:
-        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1) as client:
+        with connect(url, cluster=cluster, socket_connect_timeout=1, socket_timeout=1) as client:
+            if cluster and client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+                return False  # redis-py parses the reply into a dict
             return bool(client.ping())
     except (redis.RedisError, OSError):
         return False
@@ -111,7 +115,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     """Ready: the database answers SELECT 1, Redis a PING, and the broker takes a connection."""
     checks = {
         "database": _database(),
-        "redis": _redis(settings.REDIS_URL),
+        "redis": _redis(settings.REDIS_URL, cluster=settings.TP_REDIS_CLUSTER),
         "broker": _broker(settings.CELERY_BROKER_URL),
     }
     ready = all(checks.values())

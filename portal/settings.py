@@ -163,11 +163,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
+# The relay's state (balances, holds, limits, key records, the catalog) on a Redis Cluster:
+# REDIS_URL names any one of its masters. Celery's broker and Django's cache cannot use a
+# cluster, so CELERY_BROKER_URL and CACHE_URL must then name a plain Redis (checked at start).
+TP_REDIS_CLUSTER = envbool("TP_REDIS_CLUSTER", False)
+CACHE_URL = os.environ.get("CACHE_URL", REDIS_URL)
 
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": REDIS_URL,
+        "LOCATION": CACHE_URL,
         "KEY_PREFIX": "tp-cache",
     }
 }

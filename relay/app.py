@@ -28,6 +28,7 @@ from core import jsonlog, state
 from . import limits, listing, metrics, prices, scripts
 from .adapters import anthropic, quirks
 from .breaker import Breakers
+from .cluster import ClusterScriptClient
 from .config import Config
 from .errors import RelayError
 from .reporter import Reporter
@@ -36,6 +37,9 @@ from .upstream import Upstream
 from .views import Views
 
 log = logging.getLogger("relay")
+
+# The balance scripts' lean clients (relay.scripts, relay.cluster).
+Lean = scripts.ScriptClient | ClusterScriptClient
 
 # The relayed API's paths: what the request metrics count.
 RELAYED = frozenset(("/v1/chat/completions", "/v1/embeddings", "/v1/messages"))
@@ -54,7 +58,7 @@ class Relay(Upstream):
         self.reporter: Reporter
         self.http: aiohttp.ClientSession
         self.scripts = {}
-        self.script_client: scripts.ScriptClient | None = None
+        self.script_client: Lean | None = None
         self.trusted: list[limits.Network] = []
         # Bytes of request bodies being read or held by requests in flight, against
         # config.body_budget_bytes: what many large bodies at once can pin in memory.
@@ -66,23 +70,7 @@ class Relay(Upstream):
         self.config = self._config or Config.from_env()
         self.metrics = metrics.Exposition(self.config.spool_dir, self.config.metrics_token)
         self.trusted = limits.networks(list(self.config.trusted_proxies))
-        # A bounded pool that waits for a free connection: a burst of requests queues for
-        # Redis instead of opening connections without limit (or failing past the limit).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.config.redis_url,
-            max_connections=self.config.redis_connections,
-            timeout=5,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-        )
-        self.redis = aioredis.Redis(connection_pool=pool)
-        # The balance scripts run on every request: over the lean pipelined client when the
-        # URL is a plain one it speaks (TCP, optional password and db), else over redis-py.
-        self.script_client = (
-            scripts.ScriptClient(self.config.redis_url, connect_timeout=2, timeout=5)
-            if scripts.supports(self.config.redis_url)
-            else None
-        )
+        self.redis, self.script_client = self.connect_redis()
         for name, source in (
             ("reserve", state.RESERVE),
             ("settle", state.SETTLE),
@@ -121,6 +109,36 @@ class Relay(Upstream):
         # instead of ~57,000 start-up objects too (a 10-20 ms pause here, timed by gc.collect()).
         gc.collect()
         gc.freeze()
+
+    def connect_redis(self) -> tuple[aioredis.Redis, Lean | None]:
+        """redis-py's client, and the lean one the balance scripts run on (on every request)
+        where the URL is one it speaks (TCP, optional password and db), else None (redis-py's
+        then runs them). On a Redis Cluster: redis-py's cluster client, and the lean cluster
+        client that sends each script call to the master of its account's slot."""
+        config = self.config
+        if config.redis_cluster:
+            cluster: Any = aioredis.RedisCluster.from_url(
+                config.redis_url,
+                max_connections=config.redis_connections,
+                socket_connect_timeout=2,
+                socket_timeout=5,
+            )
+            return cluster, ClusterScriptClient(config.redis_url, connect_timeout=2, timeout=5)
+        # A bounded pool that waits for a free connection: a burst of requests queues for
+        # Redis instead of opening connections without limit (or failing past the limit).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            config.redis_url,
+            max_connections=config.redis_connections,
+            timeout=5,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+        )
+        lean = (
+            scripts.ScriptClient(config.redis_url, connect_timeout=2, timeout=5)
+            if scripts.supports(config.redis_url)
+            else None
+        )
+        return aioredis.Redis(connection_pool=pool), lean
 
     async def shutdown(self) -> None:
         await self.http.close()
@@ -212,10 +230,14 @@ class Relay(Upstream):
                 metrics.observe(req, time.time())
 
     async def readiness(self) -> tuple[int, bytes]:
-        """Ready: Redis answers a PING (within a second) and a catalog is loaded."""
+        """Ready: Redis answers a PING (within a second; a cluster, that it serves every
+        slot) and a catalog is loaded."""
         try:
             async with asyncio.timeout(1):
                 redis_ok = bool(await self.redis.ping())
+                if self.config.redis_cluster:
+                    info = await self.redis.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
+                    redis_ok = redis_ok and info.get("cluster_state") == "ok"
         except (TimeoutError, redis.exceptions.RedisError, OSError):
             redis_ok = False
         checks = {"redis": redis_ok, "catalog": bool(self.views.models)}

@@ -11,6 +11,7 @@ from core import secrets
 from .breaker import BreakerSettings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+TRUE = frozenset(("1", "true", "yes", "on"))  # as the portal's settings read a flag
 
 
 def _pepper(var_dir: Path) -> bytes:
@@ -73,6 +74,9 @@ class Config:
     spool_dir: Path
     # Opens the provider API keys in the catalog (see core.secrets); none: keys stay closed.
     secrets_keys: tuple[str, ...] = ()
+    # REDIS_URL names one master of a Redis Cluster (TP_REDIS_CLUSTER=1); the broker is then a
+    # plain Redis of its own (Celery cannot use a cluster).
+    redis_cluster: bool = False
     max_body_bytes: int = 32 * 1024 * 1024
     # Request bodies read or held at once by this process, in bytes (see Relay.read_body).
     body_budget_bytes: int = 512 * 1024 * 1024
@@ -97,9 +101,17 @@ class Config:
     def from_env(cls) -> Config:
         var_dir = Path(os.environ.get("TP_VAR_DIR", BASE_DIR / "var"))
         redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0")
+        cluster = os.environ.get("TP_REDIS_CLUSTER", "").strip().lower() in TRUE
+        broker_url = os.environ.get("CELERY_BROKER_URL", redis_url)
+        if cluster and broker_url == redis_url:
+            raise SystemExit(
+                "TP_REDIS_CLUSTER is set: CELERY_BROKER_URL must name a plain (non-cluster) "
+                "Redis of its own."
+            )
         return cls(
             redis_url=redis_url,
-            broker_url=os.environ.get("CELERY_BROKER_URL", redis_url),
+            broker_url=broker_url,
+            redis_cluster=cluster,
             pepper=_pepper(var_dir),
             secrets_keys=_secrets_keys(var_dir),
             spool_dir=Path(os.environ.get("TP_SPOOL_DIR", var_dir / "spool")),

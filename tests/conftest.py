@@ -52,12 +52,25 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) ->
         time.sleep(interval)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def clean_redis(django_db_setup: Any) -> None:
-    """The test Redis database starts empty (keys, balances, the Celery queue)."""
+def relay_redis(**options: Any) -> redis_lib.Redis:
+    """A client of the relay's Redis (REDIS_URL): a cluster client under TP_REDIS_CLUSTER (see
+    tests/redis_cluster.py), which answers the same commands."""
     from django.conf import settings
 
-    redis_lib.Redis.from_url(settings.REDIS_URL).flushdb()
+    from lib.redis import connect
+
+    return connect(settings.REDIS_URL, cluster=settings.TP_REDIS_CLUSTER, **options)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_redis(django_db_setup: Any) -> None:
+    """The test Redis starts empty (keys, balances, the Celery queue, the cache; on a cluster
+    every master, and the plain Redis of the broker and the cache)."""
+    from django.conf import settings
+
+    relay_redis().flushdb()
+    for url in {settings.CELERY_BROKER_URL, settings.CACHE_URL} - {settings.REDIS_URL}:
+        redis_lib.Redis.from_url(url).flushdb()
 
 
 @pytest.fixture(autouse=True)
@@ -66,20 +79,21 @@ def clean_cache(clean_redis: None) -> None:
     and one test's failed logins must not lock the next test's user out)."""
     from django.conf import settings
 
-    raw = redis_lib.Redis.from_url(settings.REDIS_URL)
-    names = list(raw.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*", count=1000))
+    cache = redis_lib.Redis.from_url(settings.CACHE_URL)
+    names = list(cache.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*", count=1000))
+    if names:
+        cache.delete(*names)
     # Nor may one test's failing upstreams leave a route's circuit breaker open for the next
     # (the session's relay refreshes its view of them every second).
-    names += list(raw.scan_iter(match="tp:{breakers}*", count=1000))
+    raw = relay_redis()
+    names = list(raw.scan_iter(match="tp:{breakers}*", count=1000))
     if names:
         raw.delete(*names)
 
 
 @pytest.fixture(scope="session")
 def redis_client() -> redis_lib.Redis:
-    from django.conf import settings
-
-    return redis_lib.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    return relay_redis(decode_responses=True)
 
 
 @pytest.fixture(scope="session")

@@ -324,3 +324,25 @@ def test_the_model_page_says_which_route_is_failing(
     )
     assert 'data-state="open"' in html and 'data-state="closed"' in html
     assert "Failing now: requests go to the other routes" in html
+
+
+def test_publishing_the_catalog_forgets_the_breakers_of_routes_it_no_longer_serves(
+    catalog: None, redis_client: Any
+) -> None:
+    from catalog.sync import publish
+
+    route = Route.objects.select_related("provider").filter(model_id=MODEL).first()
+    assert route is not None
+    live = state.route_id(MODEL, route.provider.slug, route.upstream_model)
+    gone = state.route_id(MODEL, "deleted-provider", route.upstream_model)
+    for name in (live, gone):
+        redis_client.hset(state.BREAKERS, name, json.dumps({"f": 5, "u": 1}))
+        redis_client.hset(state.BREAKERS_OPEN, name, "1|5")
+    publish()
+    assert redis_client.hget(state.BREAKERS, gone) is None
+    assert redis_client.hget(state.BREAKERS_OPEN, gone) is None
+    assert redis_client.hget(state.BREAKERS_OPEN, live) == "1|5"  # a served route keeps its own
+    route.delete()
+    publish()
+    assert redis_client.hget(state.BREAKERS, live) is None
+    assert redis_client.hget(state.BREAKERS_OPEN, live) is None

@@ -5,9 +5,6 @@ releasing, spending caps and requests-per-minute windows."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,92 +15,25 @@ from django.conf import settings
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from catalog.sync import publish
 from core import state
 from relay.cluster import ClusterScriptClient
 from relay.scripts import Script, ScriptClient
 
-from .conftest import PrivateRedis, free_port, wait_until
+from .conftest import start_relay, wait_until
+from .redis_cluster import Cluster, running_cluster
+from .test_readiness import probe
 from .test_relay_redis import run
 
 ACCOUNTS = range(990_201, 990_231)  # thirty accounts: their slots fall on every master
 SET = "return redis.call('SET', KEYS[1], ARGV[1])"
 
 
-class Cluster:
-    def __init__(self, nodes: list[PrivateRedis]) -> None:
-        self.nodes = nodes
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}"
-
-    def client(self, node: PrivateRedis) -> redis_lib.Redis:
-        return redis_lib.Redis(port=node.port, decode_responses=True)
-
-    def ids(self) -> dict[int, str]:
-        """Port of each master: its node id."""
-        return {n.port: str(self.client(n).execute_command("CLUSTER", "MYID")) for n in self.nodes}
-
-    def owner(self, slot: int) -> PrivateRedis:
-        for start, end, master, *_ in self.client(self.nodes[0]).execute_command(
-            "CLUSTER", "SLOTS"
-        ):
-            if start <= slot <= end:
-                return next(n for n in self.nodes if n.port == int(master[1]))
-        raise AssertionError(f"slot {slot} has no master")
-
-
-def cluster_port() -> int:
-    """A free port a cluster node can use: at most 55535, its bus port (+10000) free too."""
-    while True:
-        port = free_port()
-        if port > 55535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """Three empty masters, no replicas, every slot assigned."""
-    nodes = []
-    try:
-        for i in range(3):
-            directory = tmp_path / f"node{i}"
-            directory.mkdir()
-            node = PrivateRedis(
-                directory, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"
-            )
-            node.port = cluster_port()
-            node.start()
-            nodes.append(node)
-        subprocess.run(
-            [
-                *(shutil.which("redis-cli") or "redis-cli", "--cluster", "create"),
-                *(f"127.0.0.1:{n.port}" for n in nodes),
-                *("--cluster-replicas", "0", "--cluster-yes"),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        made = Cluster(nodes)
-
-        def ready() -> bool:
-            return all(
-                "cluster_state:ok" in str(made.client(n).execute_command("CLUSTER", "INFO"))
-                for n in nodes
-            )
-
-        wait_until(ready, timeout=20)
+    with running_cluster(tmp_path) as made:
         yield made
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def story(client: ScriptClient | ClusterScriptClient, writer: Any, accounts: range) -> list[Any]:
@@ -228,3 +158,31 @@ def test_a_slot_being_migrated_is_followed_with_ask(cluster: Cluster) -> None:
     assert cluster.client(source).execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
     assert cluster.client(target).execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 1
     assert client.slots[slot] == ("127.0.0.1", source.port)  # still the source's until done
+
+
+@pytest.mark.usefixtures("catalog")
+def test_a_relay_on_a_cluster_is_ready_only_while_every_slot_is_served(
+    cluster: Cluster, tmp_path: Path, redis_client: Any
+) -> None:
+    publish()
+    RedisCluster.from_url(cluster.url).set(state.CATALOG, redis_client.get(state.CATALOG))
+    relay = start_relay(
+        tmp_path,
+        REDIS_URL=cluster.url,
+        TP_REDIS_CLUSTER="1",
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+    )
+    ready = f"{relay.base_url.removesuffix('/v1')}/readyz"
+    try:
+        assert probe(ready) == (
+            200,
+            {"status": "ready", "checks": {"redis": True, "catalog": True}},
+        )
+        lost = cluster.nodes[-1]  # not the seed: the relay still reaches the seed
+        lost.stop()
+        wait_until(lambda: probe(ready)[0] == 503, timeout=15)
+        assert probe(ready)[1]["checks"] == {"redis": False, "catalog": True}
+        lost.start()  # its nodes.conf brings it back into the cluster with its slots
+        wait_until(lambda: probe(ready)[0] == 200, timeout=20)
+    finally:
+        relay.stop()
