@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 
 from accounts.models import Account
 from core.pricing import from_nanos
@@ -58,6 +60,57 @@ def post_entry(
         robust=True,
     )
     return entry
+
+
+def last_entries(account_ids: Iterable[int]) -> dict[int, LedgerEntry]:
+    """Each account's newest entry, in one query (accounts without entries are left out)."""
+    newest = LedgerEntry.objects.filter(account_id=OuterRef("account_id")).order_by("-seq")
+    return {
+        entry.account_id: entry
+        for entry in LedgerEntry.objects.filter(
+            account_id__in=list(account_ids), seq=Subquery(newest.values("seq")[:1])
+        )
+    }
+
+
+def post_usage_debits(
+    debits: dict[int, tuple[Decimal, str, list[str]]], last: dict[int, LedgerEntry]
+) -> dict[int, LedgerEntry]:
+    """The usage worker's debits of many accounts at once, by the rules of ``post_entry``: the
+    caller holds every account's row lock (``usage.record_batch`` takes them in id order) and
+    passes their newest entries read under it (``last_entries``); the entries go in with one
+    insert, and after commit each account's balance and covered requests reach Redis.
+    ``debits``: account id → (negative amount, reference, request ids)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("post_usage_debits runs inside the caller's locking transaction")
+    entries = []
+    for account_id, (amount, reference, _) in sorted(debits.items()):
+        if not isinstance(amount, Decimal):
+            raise TypeError("ledger amounts are Decimals")
+        if amount >= 0:
+            raise ValueError("a usage debit is negative")
+        previous = last.get(account_id)
+        entries.append(
+            LedgerEntry(
+                account_id=account_id,
+                seq=(previous.seq if previous else 0) + 1,
+                kind=LedgerEntry.Kind.USAGE,
+                amount=amount,
+                balance_after=(previous.balance_after if previous else Decimal(0)) + amount,
+                reference=reference[:200],
+            )
+        )
+    LedgerEntry.objects.bulk_create(entries)
+    posted = {entry.account_id: entry for entry in entries}
+    for entry in entries:
+        ids = list(debits[entry.account_id][2])
+        transaction.on_commit(
+            lambda entry=entry, ids=ids: sync.post(  # type: ignore[misc]
+                entry.account_id, seq=entry.seq, balance=entry.balance_after, request_ids=ids
+            ),
+            robust=True,
+        )
+    return posted
 
 
 def credit(*, account: Account, amount: Decimal, kind: str, reference: str = "", note: str = ""):

@@ -4,6 +4,8 @@ import uuid
 from decimal import Decimal
 
 from django.db import models
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Account
@@ -98,29 +100,99 @@ class UsageEvent(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["account", "-started_at"], name="usage_account_time")]
-        constraints = [models.UniqueConstraint(fields=["request_id"], name="usage_request_id")]
+        # On PostgreSQL the table is partitioned by month of ``started_at`` (migration 0003,
+        # ``billing.partitions``), and a unique constraint there must hold the partition key: a
+        # request is (request_id, started_at). The relay stamps ``started_at`` once, when the
+        # request arrives, and every resend of the event (a redelivered task, a replayed spool)
+        # carries that same float, so a duplicate still meets this constraint. The primary key
+        # is (id, started_at) in SQL; the ORM knows ``id`` alone, which is unique all the same.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request_id", "started_at"], name="usage_request_started"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.request_id
 
 
-class DailyUsage(models.Model):
-    """Rollup kept by the worker in the same transaction as the events, so charts read a few
-    rows per day instead of scanning the request log."""
+class UsageRollup(models.Model):
+    """What the rollups count for each (account, time bucket, key, model, provider), summed
+    from the usage events by the worker in the same transaction as it records them, so that
+    pages read a few rows per bucket instead of raw events (which retention may drop).
 
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="daily_usage")
-    day = models.DateField()
-    key = models.ForeignKey("keys.ApiKey", on_delete=models.PROTECT)
+    ``key`` is empty for an event whose key is unknown here (it is still billed, so it is
+    still counted). ``errors`` counts requests whose status is not ``ok``; ``ttfb_ms`` sums
+    the time to first byte of the ``ttfb_count`` requests that had one (average = sum/count),
+    ``duration_ms`` that of all of them."""
+
+    key = models.ForeignKey("keys.ApiKey", on_delete=models.PROTECT, null=True)
     model_id = models.CharField(max_length=150)
+    provider = models.CharField(max_length=50, default="")
     requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    streamed = models.PositiveBigIntegerField(default=0)
+    estimated = models.PositiveBigIntegerField(default=0)
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)  # to a 5-minute cache
+    cache_write_1h_tokens = models.PositiveBigIntegerField(default=0)  # to a 1-hour cache
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    input_audio_tokens = models.PositiveBigIntegerField(default=0)
+    output_audio_tokens = models.PositiveBigIntegerField(default=0)
+    images = models.PositiveBigIntegerField(default=0)
+    audio_ms = models.PositiveBigIntegerField(default=0)
     cost = models.DecimalField(**MONEY, default=Decimal(0))
+    duration_ms = models.PositiveBigIntegerField(default=0)
+    ttfb_ms = models.PositiveBigIntegerField(default=0)
+    ttfb_count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class HourlyUsage(UsageRollup):
+    """Usage by UTC hour (``hour`` is the hour's start). Pages show days in the reader's time
+    zone from these rows; see ``billing.rollups.local_day_hours`` for the rule in zones whose
+    offset is not a whole number of hours. The unique index leads with (account, hour), which
+    is the pages' range query."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="hourly_usage")
+    hour = models.DateTimeField()
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["account", "day", "key", "model_id"], name="daily_usage_unique"
+                F("account"),
+                F("hour"),
+                Coalesce(F("key"), Value(0)),
+                F("model_id"),
+                F("provider"),
+                name="hourly_usage_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.model_id}"
+
+
+class DailyUsage(UsageRollup):
+    """Usage by UTC day: the same figures as ``HourlyUsage`` summed by ``day``, for what counts
+    by UTC day (key spend caps, the catalog's popularity, reconciliation after retention)."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="daily_usage")
+    day = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                F("account"),
+                F("day"),
+                Coalesce(F("key"), Value(0)),
+                F("model_id"),
+                F("provider"),
+                name="daily_usage_unique",
             )
         ]
 

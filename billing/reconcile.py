@@ -1,7 +1,9 @@
 """Compares the ledger, the usage events and Redis. Any difference is drift.
 
 Checked per account: the ledger's running balance equals the sum of its entries without gaps
-in its sequence; usage debits equal the recorded usage costs; Redis's posted balance equals the
+in its sequence; usage debits equal the recorded usage costs, as the daily rollups hold them
+(raw events older than the retention are gone, their rollups stay); the hourly and daily
+rollups agree; Redis's posted balance equals the
 ledger's; Redis's held and unposted sums equal their per-request entries; no request already
 recorded is still counted as unposted; no hold is older than the longest allowed request.
 """
@@ -19,7 +21,7 @@ from core import state
 from core.pricing import to_nanos
 from lib.redis import client
 
-from .models import LedgerEntry, UsageEvent
+from .models import DailyUsage, HourlyUsage, LedgerEntry, UsageEvent
 
 
 def check() -> list[str]:
@@ -39,7 +41,12 @@ def check() -> list[str]:
         .values_list("account", "total")
     )
     usage_costs = dict(
-        UsageEvent.objects.values("account")
+        DailyUsage.objects.values("account")
+        .annotate(total=Sum("cost"))
+        .values_list("account", "total")
+    )
+    hourly_costs = dict(
+        HourlyUsage.objects.values("account")
         .annotate(total=Sum("cost"))
         .values_list("account", "total")
     )
@@ -61,6 +68,9 @@ def check() -> list[str]:
         costs = usage_costs.get(account_id) or Decimal(0)
         if debits != costs:
             problems.append(f"{where}: usage debits {debits} != recorded usage cost {costs}")
+        hourly = hourly_costs.get(account_id) or Decimal(0)
+        if hourly != costs:
+            problems.append(f"{where}: hourly usage cost {hourly} != daily usage cost {costs}")
 
         figures = r.hgetall(state.account(account_id))
         posted = int(figures.get("posted", 0))

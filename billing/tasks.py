@@ -7,7 +7,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
-from . import alerts, sync, topups, usage, webhooks
+from . import alerts, partitions, sync, topups, usage, webhooks
 from . import reconcile as reconciliation
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,17 @@ def reconcile() -> int:
     for problem in problems:
         log.error("reconcile: %s", problem)
     return len(problems)
+
+
+@shared_task(name="billing.usage_partitions", time_limit=540, soft_time_limit=480)
+def usage_partitions() -> dict[str, int]:
+    """The raw usage events' partitions made ahead and their retention applied."""
+    report = partitions.upkeep()
+    return {
+        "created": len(report.created),
+        "dropped": len(report.dropped),
+        "deleted_rows": report.deleted_rows,
+    }
 
 
 @shared_task(

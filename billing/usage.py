@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +19,7 @@ from catalog.models import PriceVersion
 from core.pricing import Price, cost
 from keys.models import ApiKey
 
-from . import ledger, routestats, signals, sync
+from . import ledger, partitions, rollups, routestats, signals, sync
 from .models import LedgerEntry, UsageEvent
 
 log = logging.getLogger(__name__)
@@ -145,23 +145,13 @@ def _priced(events: list[Event]) -> tuple[dict[str, Decimal], dict[str, Decimal]
     return charged, unbilled
 
 
-_ROLLUP_SQL = """
-INSERT INTO billing_dailyusage
-    (account_id, day, key_id, model_id, requests, prompt_tokens, completion_tokens, cost)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (account_id, day, key_id, model_id) DO UPDATE SET
-    requests = billing_dailyusage.requests + excluded.requests,
-    prompt_tokens = billing_dailyusage.prompt_tokens + excluded.prompt_tokens,
-    completion_tokens = billing_dailyusage.completion_tokens + excluded.completion_tokens,
-    cost = billing_dailyusage.cost + excluded.cost
-"""
-
-
 def record_batch(raw_events: list[dict[str, Any]]) -> int:
     """Record what is new in the batch and debit it; returns how many events were new.
 
     Repeating a batch (a redelivery, a replayed spool) records nothing twice and still tells
     Redis that every request in it is posted, so a crash between commit and that write heals.
+    An event older than the raw events' retention is not recorded: its first copy may have
+    been dropped, and recording it again would bill it twice.
     """
     raw_events, failed = routestats.split(raw_events)
     events: list[Event] = []
@@ -177,7 +167,7 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
         by_account[e.account].setdefault(e.request_id, e)
     costs, unbilled = _priced(events)
     created = 0
-    to_post: list[tuple[int, list[str]]] = []
+    to_post: list[tuple[int, LedgerEntry | None, list[str]]] = []
     with transaction.atomic():
         # Locking accounts in id order serialises batches for one account, which makes the
         # "already recorded?" check below race-free, and cannot deadlock.
@@ -187,42 +177,51 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
         known_keys = set(
             ApiKey.objects.filter(pk__in={e.key for e in events}).values_list("pk", flat=True)
         )
-        existing = set(
-            UsageEvent.objects.filter(request_id__in=[e.request_id for e in events]).values_list(
-                "request_id", flat=True
-            )
+        existing = _recorded(events)
+        horizon = partitions.retention_horizon()
+        stale = (
+            {e.request_id for e in events if e.started_at < horizon} - existing
+            if horizon is not None
+            else set()
         )
+        if stale:
+            log.error(
+                "%d usage events older than the retention of raw events (%s) not recorded",
+                len(stale),
+                horizon,
+            )
+        # Every account's debit, events and rollups in a few statements for the whole batch
+        # (a batch from the relays mixes many accounts).
+        last = ledger.last_entries(a.pk for a in accounts)
+        debits: dict[int, tuple[Decimal, str, list[str]]] = {}
+        new: list[Event] = []
         for account in accounts:
             batch = by_account[account.pk]
-            new = [e for rid, e in batch.items() if rid not in existing]
-            total = sum((costs[e.request_id] for e in new), Decimal(0))
-            entry: LedgerEntry | None = None
+            fresh = [e for rid, e in batch.items() if rid not in existing and rid not in stale]
+            total = sum((costs[e.request_id] for e in fresh), Decimal(0))
             if total > 0:
-                entry = ledger.post_entry(
-                    account=account,
-                    amount=-total,
-                    kind=LedgerEntry.Kind.USAGE,
-                    reference=f"usage:{len(new)} requests",
-                    request_ids=list(batch),
-                )
+                debits[account.pk] = (-total, f"usage:{len(fresh)} requests", list(batch))
             else:
-                to_post.append((account.pk, list(batch)))
-            _insert(new, costs, unbilled, entry, known_keys)
-            _rollup(account.pk, [e for e in new if e.key in known_keys], costs)
-            _touch_keys(new)
-            created += len(new)
+                previous = last.get(account.pk)
+                to_post.append((account.pk, previous, list(batch)))
+            new += fresh
+        entries = ledger.post_usage_debits(debits, last) if debits else {}
+        _insert(new, costs, unbilled, entries, known_keys)
+        _rollup(new, costs, known_keys)
+        _touch_keys(new)
+        created = len(new)
         missing = set(by_account) - {a.pk for a in accounts}
         if missing:
             log.error("usage events for unknown accounts %s dropped", sorted(missing))
         # Events dropped above don't count in the routes' figures either (nor twice if resent).
         dropped = {rid for account_id in missing for rid in by_account[account_id]}
-        routestats.record([*raw_events, *failed], already=existing | dropped)
-    for account_id, request_ids in to_post:
-        last = LedgerEntry.objects.filter(account_id=account_id).order_by("-seq").first()
+        routestats.record([*raw_events, *failed], already=existing | dropped | stale)
+    # (Read under the lock: if a newer entry was posted since, Redis keeps the newer figure.)
+    for account_id, previous, request_ids in to_post:
         sync.post(
             account_id,
-            seq=last.seq if last else 0,
-            balance=last.balance_after if last else Decimal(0),
+            seq=previous.seq if previous else 0,
+            balance=previous.balance_after if previous else Decimal(0),
             request_ids=request_ids,
         )
     if created:
@@ -266,7 +265,7 @@ def _insert(
     events: list[Event],
     costs: dict[str, Decimal],
     unbilled: dict[str, Decimal],
-    entry: LedgerEntry | None,
+    entries: dict[int, LedgerEntry],
     known_keys: set[int],
 ) -> None:
     """The new rows in one COPY: on PostgreSQL the cheapest way in, for the worker's CPU and
@@ -303,7 +302,7 @@ def _insert(
             e.started_at,
             e.duration_ms,
             e.ttfb_ms,
-            entry.pk if entry is not None and amount > 0 else None,
+            entries[e.account].pk if e.account in entries and amount > 0 else None,
             now,
         )
         for e in events
@@ -321,30 +320,60 @@ def _insert(
                 copy.write_row(row)
 
 
-def _rollup(account_id: int, events: list[Event], costs: dict[str, Decimal]) -> None:
-    groups: dict[tuple[date, int, str], list[Any]] = {}
-    for e in events:
-        slot = groups.setdefault((e.started_at.date(), e.key, e.model), [0, 0, 0, Decimal(0)])
-        slot[0] += 1
-        slot[1] += e.prompt_tokens
-        slot[2] += e.completion_tokens
-        slot[3] += costs[e.request_id]
-    if not groups:
-        return
-    with connection.cursor() as cursor:
-        cursor.executemany(
-            _ROLLUP_SQL,
-            [(account_id, day, key, model, *sums) for (day, key, model), sums in groups.items()],
+def _recorded(events: list[Event]) -> set[str]:
+    """Request ids of the batch recorded before. A request is (request_id, started_at), the
+    relay's stamp that every copy of its event carries, so the search is bounded by the batch's
+    times and PostgreSQL reads only the partitions of those months."""
+    if not events:
+        return set()
+    return set(
+        UsageEvent.objects.filter(
+            request_id__in=[e.request_id for e in events],
+            started_at__gte=min(e.started_at for e in events),
+            started_at__lte=max(e.started_at for e in events),
+        ).values_list("request_id", flat=True)
+    )
+
+
+def _rollup(events: list[Event], costs: dict[str, Decimal], known_keys: set[int]) -> None:
+    """The hourly and daily rollups of the new events (an unknown key counts as no key, as in
+    the event's row)."""
+    hourly, daily = rollups.group(
+        (
+            e.account,
+            e.started_at,
+            e.key if e.key in known_keys else None,
+            e.model,
+            e.provider,
+            rollups.figures_of(e, costs[e.request_id]),
         )
+        for e in events
+    )
+    rollups.add(hourly, daily)
 
 
 def _touch_keys(events: list[Event]) -> None:
     """Each key's last use: when, and from which coarse network (the relay sends a /24 or
-    /48, never the address)."""
+    /48, never the address). On PostgreSQL one statement for the batch's keys."""
     latest: dict[int, Event] = {}
     for e in events:
         if e.key not in latest or e.started_at > latest[e.key].started_at:
             latest[e.key] = e
+    if not latest:
+        return
+    if connection.vendor == "postgresql":
+        rows = ", ".join(["(%s, %s::timestamptz, %s)"] * len(latest))
+        params: list[Any] = []
+        for key_id, e in sorted(latest.items()):
+            params += [key_id, e.started_at, e.client_net]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE keys_apikey AS k SET last_used_at = v.at, last_used_from = v.net"  # noqa: S608
+                f" FROM (VALUES {rows}) AS v(id, at, net) WHERE k.id = v.id"
+                " AND (k.last_used_at IS NULL OR k.last_used_at < v.at)",
+                params,
+            )
+        return
     for key_id, e in latest.items():
         ApiKey.objects.filter(pk=key_id).exclude(last_used_at__gte=e.started_at).update(
             last_used_at=e.started_at, last_used_from=e.client_net

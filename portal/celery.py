@@ -26,6 +26,8 @@ app.conf.beat_schedule = {
     "reconcile": {"task": "billing.reconcile", "schedule": 600.0},
     "billing-sweep-balances": {"task": "billing.sweep_balances", "schedule": 600.0},
     "billing-sync-open-payments": {"task": "billing.sync_open_payments", "schedule": 600.0},
+    # Partitions of the raw usage events ahead, and their retention (billing.partitions).
+    "billing-usage-partitions": {"task": "billing.usage_partitions", "schedule": 86400.0},
     "keys-expire": {"task": "keys.expire_keys", "schedule": 300.0},
     "catalog-route-figures": {"task": "catalog.publish_route_figures", "schedule": 60.0},
 }

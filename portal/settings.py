@@ -360,6 +360,9 @@ TP_RELAY_BASE_URL = os.environ.get("TP_RELAY_BASE_URL", "http://127.0.0.1:8001/v
 TP_DEMO_UPSTREAM_URL = os.environ.get("TP_DEMO_UPSTREAM_URL", "")
 TP_CATALOG_FILE = Path(os.environ.get("TP_CATALOG_FILE", BASE_DIR / "catalog" / "catalog.toml"))
 TP_HOLD_MAX_AGE_SECONDS = envint("TP_HOLD_MAX_AGE_SECONDS", 3600)
+# Raw usage events are kept this many months (whole monthly partitions dropped after), 0 = for
+# ever; the hourly and daily rollups are kept for ever (billing.partitions).
+TP_USAGE_RETENTION_MONTHS = envint("TP_USAGE_RETENTION_MONTHS", 13)
 # Leaked-key reports (keys.leaks): a shared HMAC secret, and/or secret scanners' ECDSA public
 # keys as JSON {"key id": "-----BEGIN PUBLIC KEY-----..."} (GitHub's partner programme).
 TP_SECRET_SCANNING_HMAC_SECRET = os.environ.get("TP_SECRET_SCANNING_HMAC_SECRET", "")
