@@ -75,6 +75,12 @@ class Views:
 
     async def load_catalog(self) -> None:
         raw = await self.redis.get(state.CATALOG)
+        if raw is None and self.models:
+            # The portal only ever overwrites the catalog, so a key that is gone was lost by
+            # Redis (a master restarted without persistence, a flush): serve the one loaded
+            # until it is published again (beat does within a minute: catalog.tasks).
+            log.warning("the catalog is missing from Redis; serving the one loaded")
+            return
         data = orjson.loads(raw) if raw else {}
         models: dict[str, dict[str, Any]] = data.get("models", {})
         self.open_keys(models)

@@ -254,3 +254,22 @@ def test_streamed_traffic_through_the_relay_shows_on_its_endpoints(
     assert endpoint["latency_last_1h"]["p50"] >= 0
     assert endpoint["throughput_last_1h"]["p50"] > 0
     assert endpoint["stats"]["hour"]["requests"] == MIN_REQUESTS
+
+
+def test_a_catalog_redis_lost_is_served_meanwhile_and_published_again(
+    relay: Any, redis_client: Any
+) -> None:
+    """Redis losing the catalog (a master restarted without persistence, a flush) does not
+    empty a running relay's: it serves the one it loaded, and beat's minute task publishes it
+    again for relays that start."""
+    publish_catalog(relay)
+    redis_client.delete(state.CATALOG)
+    redis_client.publish(state.EVICT_CHANNEL, "catalog")  # as any reload would
+    time.sleep(0.5)
+    with urllib.request.urlopen(f"{relay.base_url}/models/{MODEL}", timeout=10) as response:
+        assert json.loads(response.read())["id"] == MODEL
+    with urllib.request.urlopen(relay.base_url.removesuffix("/v1") + "/readyz", timeout=10) as r:
+        assert json.loads(r.read())["checks"]["catalog"] is True
+
+    publish_route_figures()
+    assert MODEL in json.loads(redis_client.get(state.CATALOG))["models"]
