@@ -26,7 +26,7 @@ import redis.exceptions
 from core import jsonlog, state
 
 from . import limits, listing, metrics, prices, scripts
-from .adapters import anthropic, quirks
+from .adapters import anthropic, quirks, responses
 from .breaker import Breakers
 from .cluster import ClusterScriptClient
 from .config import Config
@@ -42,7 +42,16 @@ log = logging.getLogger("relay")
 Lean = scripts.ScriptClient | ClusterScriptClient
 
 # The relayed API's paths: what the request metrics count.
-RELAYED = frozenset(("/v1/chat/completions", "/v1/embeddings", "/v1/messages"))
+RELAYED = frozenset(("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/responses"))
+
+
+def reasons(model: dict[str, Any]) -> bool:
+    """Whether the model takes a reasoning effort: its supported parameters say so, or,
+    where they say nothing, one of its routes is a reasoning model by its provider's rules."""
+    listed = model.get("supported_parameters")
+    if listed:
+        return "reasoning" in listed
+    return any(quirks.of_route(route).reasoning for route in model["routes"])
 
 
 class Relay(Upstream):
@@ -181,6 +190,9 @@ class Relay(Upstream):
             elif path == "/v1/embeddings":
                 self._allow(method, "POST")
                 await self.relay(scope, receive, send, req, api="embeddings")
+            elif path == "/v1/responses":
+                self._allow(method, "POST")
+                await self.relay(scope, receive, send, req, api="responses")
             elif path == "/v1/messages":
                 req.api = "messages"  # errors in Anthropic's shape from here on
                 self._allow(method, "POST")
@@ -297,6 +309,11 @@ class Relay(Upstream):
         req.account = int(req.key["account"])
         raw = await self.read_body(scope, receive, req)
         req.body = self.parse(raw, api)
+        if api == "responses":
+            # Translated to chat once: routes, limits and the hold see a chat request.
+            req.original = req.body
+            req.body = responses.responses_request_to_chat(req.body)
+        shape = "chat" if api == "responses" else api
         model = self.views.model(req.body["model"])
         if model is None or (api == "embeddings") != bool(model.get("embeddings")):
             raise RelayError(
@@ -311,10 +328,14 @@ class Relay(Upstream):
         req.client_net = limits.coarse(ip)
         req.model = model
         # A parameter the model or its provider does not take is refused before any hold.
-        req.routes = quirks.routes_for(model, req.body, api)
+        if api == "responses" and "reasoning_effort" in req.body and not reasons(model):
+            # Responses clients (Codex) send a reasoning effort whatever the model: where the
+            # model does not reason it is dropped, not refused.
+            del req.body["reasoning_effort"]
+        req.routes = quirks.routes_for(model, req.body, shape)
         req.price = prices.of_model(model)
-        req.stream = api in ("chat", "messages") and bool(req.body.get("stream"))
-        await self.hold(req, self.worst_case(req, len(raw), api))
+        req.stream = shape in ("chat", "messages") and bool(req.body.get("stream"))
+        await self.hold(req, self.worst_case(req, len(raw), shape))
         metrics.HOLDS.inc()
 
         # From here on the client's disconnect cancels the upstream request at once.

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .adapters import anthropic, quirks
+from .adapters import anthropic, quirks, responses
 from .adapters import openai as openai_adapter
 from .errors import RelayError
 from .sse import SSEParser
@@ -28,6 +28,11 @@ class StreamTranslator(Protocol):
     def feed(self, data: bytes) -> bytes: ...
 
     def close(self) -> bytes: ...
+
+    def cut(self) -> bytes:
+        """What to send when the upstream fails mid-stream (a timeout, a broken connection),
+        before the body ends: nothing, except where the client's API has an event for it."""
+        ...
 
 
 def _finishes(choices: Any) -> bool:
@@ -92,6 +97,9 @@ class OpenAIPassthrough:
             return b""
         out.append(b"")
         return b"\n\n".join(out)
+
+    def cut(self) -> bytes:
+        return b""
 
     def close(self) -> bytes:
         rest = self.parser.rest()
@@ -173,6 +181,9 @@ class AnthropicEventsToOpenAI:
     def feed(self, data: bytes) -> bytes:
         return self._convert(self.parser.feed(data))
 
+    def cut(self) -> bytes:
+        return b""
+
     def close(self) -> bytes:
         return self._convert(self.parser.flush())
 
@@ -230,6 +241,9 @@ class OpenAIChunksToAnthropic:
 
     def feed(self, data: bytes) -> bytes:
         return self._convert(self.parser.feed(data), final=False)
+
+    def cut(self) -> bytes:
+        return b""
 
     def close(self) -> bytes:
         return self._convert(self.parser.flush(), final=True)
@@ -297,6 +311,9 @@ class AnthropicPassthrough:
         self._read(self.parser.feed(data))
         return data
 
+    def cut(self) -> bytes:
+        return b""
+
     def close(self) -> bytes:
         self._read(self.parser.flush())
         return b""
@@ -333,6 +350,85 @@ class AnthropicToAnthropic:
         return AnthropicPassthrough()
 
 
+class ChatChunksToResponses:
+    """The chat stream of the exchange underneath (passed through or translated from
+    Anthropic's events), re-framed as the Responses API's typed events. Usage and the chunk
+    count are the underlying exchange's: a Responses stream is billed as the chat stream is."""
+
+    def __init__(self, inner: StreamTranslator, stream: responses.ChatStreamToResponses) -> None:
+        self.inner = inner
+        self.stream = stream
+        self.parser = SSEParser()
+        self.usage: Usage | None = None
+        self.finished = False
+        self.chunks = 0
+
+    def feed(self, data: bytes) -> bytes:
+        return self._convert(self.parser.feed(self.inner.feed(data)))
+
+    def close(self) -> bytes:
+        out = self._convert(self.parser.feed(self.inner.close()) + self.parser.flush())
+        if not self.stream.ended:
+            # Without [DONE]: whole if the finish reason came, else cut short.
+            ending = (
+                self.stream.complete(self.usage)
+                if self.stream.has_finish
+                else self.stream.fail("The upstream ended the stream early.")
+            )
+            out += b"".join(ending)
+            self.finished = self.stream.finished
+        return out
+
+    def cut(self) -> bytes:
+        return b"".join(self.stream.fail("The upstream failed mid-answer."))
+
+    def _convert(self, events: list[tuple[str, bytes]]) -> bytes:
+        out: list[bytes] = []
+        self.usage = self.inner.usage
+        for _, payload in events:
+            if payload.strip() == b"[DONE]":
+                out.extend(self.stream.complete(self.usage))
+                continue
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(chunk, dict):
+                out.extend(self.stream.feed(chunk))
+        self.finished = self.stream.finished
+        self.chunks = self.inner.chunks
+        return b"".join(out)
+
+
+class ResponsesToChat:
+    """A Responses client (``POST /v1/responses``): its request, translated to chat before the
+    relay chose routes and held money (:func:`~relay.adapters.responses.request.\
+    responses_request_to_chat`), goes through the route's chat exchange; the answer comes back
+    as a ``response``."""
+
+    def __init__(self, inner: Exchange, request: dict[str, Any], request_id: str) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.headers = inner.headers  # the same dict: headers added for demo routes reach it
+        self.body = inner.body
+        self.request = request
+        self.model = str(request["model"])
+        self.response_id = "resp_" + request_id.removeprefix("req_")
+
+    def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
+        body, usage = self.inner.response(raw)
+        converted = responses.chat_response_to_responses(
+            _json(body), usage, self.request, self.response_id, self.model
+        )
+        return orjson.dumps(converted), usage
+
+    def translator(self) -> StreamTranslator:
+        return ChatChunksToResponses(
+            self.inner.translator(),
+            responses.ChatStreamToResponses(self.request, self.response_id, self.model),
+        )
+
+
 def make_exchange(
     api: str,
     body: dict[str, Any],
@@ -341,9 +437,17 @@ def make_exchange(
     stream: bool,
     max_output: int,
     request_id: str,
+    original: dict[str, Any] | None = None,
 ) -> Exchange:
-    """The exchange for the client's API (``chat``, ``embeddings``, ``messages``) and the
-    route's upstream shape (``openai``, ``anthropic``)."""
+    """The exchange for the client's API (``chat``, ``embeddings``, ``messages``,
+    ``responses``) and the route's upstream shape (``openai``, ``anthropic``). For
+    ``responses``, ``body`` is the request already translated to chat and ``original`` the
+    client's own."""
+    if api == "responses":
+        inner = make_exchange(
+            "chat", body, route, stream=stream, max_output=max_output, request_id=request_id
+        )
+        return ResponsesToChat(inner, original or body, request_id)
     shape = route.get("shape", "openai")
     if shape == "openai":
         if api == "messages":

@@ -14,7 +14,7 @@ import orjson
 from core import keyformat
 
 from . import media, prices
-from .adapters import anthropic
+from .adapters import anthropic, responses
 from .config import Config
 from .errors import RelayError, bad_request, unauthorized
 from .exchange import StreamTranslator
@@ -50,6 +50,7 @@ class Request:
         "key",
         "media",
         "model",
+        "original",
         "price",
         "prompt_estimate",
         "rate_headers",
@@ -97,6 +98,8 @@ class Request:
         self.routes: list[dict[str, Any]] = []  # the model's routes that take the request
         self.price: prices.NanoPrice | None = None
         self.body: dict[str, Any] = {}
+        # A Responses request as the client sent it (``body`` is its chat translation).
+        self.original: dict[str, Any] | None = None
         self.cap_key = ""
         self.client_net = ""
         self.tpm_key = ""
@@ -212,6 +215,8 @@ class ClientSide:
             raise bad_request("'model' is required and must be a string.", param="model")
         if api == "messages":
             anthropic.validate_anthropic_request(body)
+        elif api == "responses":
+            responses.validate_responses_request(body)
         elif api == "chat":
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:

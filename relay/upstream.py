@@ -89,6 +89,7 @@ class Upstream(ClientSide, Holds):
                 stream=req.stream,
                 max_output=int(req.model.get("max_output_tokens") or 8192),
                 request_id=req.id,
+                original=req.original,
             )
             if route.get("demo"):
                 for name, value in scope["headers"]:
@@ -213,10 +214,12 @@ class Upstream(ClientSide, Holds):
     async def _cut(self, send: Any, req: Request) -> None:
         """The upstream failed after the stream began: bill what reached the client, end it.
         (After its last event it is only late to end the body: the answer was complete.)"""
-        complete = req.translator is not None and req.translator.finished
+        translator = req.translator
+        complete = translator is not None and translator.finished
         await self.finish(req, None, status="ok" if complete else "upstream_cut", http_status=200)
         req.done = True
-        await send({"type": "http.response.body", "body": b""})
+        tail = translator.cut() if translator is not None and not complete else b""
+        await send({"type": "http.response.body", "body": tail})
 
     def upstream_error(
         self, status: int, raw: bytes, retry_after: str | None, *, secret: str = ""

@@ -136,7 +136,15 @@ def _table(options: dict[str, Any], key: str) -> dict[str, Any]:
 class Rules:
     """One route's request rules, compiled from its provider's options and upstream model."""
 
-    __slots__ = ("drop", "max_tokens_param", "only", "refuse", "rename", "stream_options")
+    __slots__ = (
+        "drop",
+        "max_tokens_param",
+        "only",
+        "reasoning",
+        "refuse",
+        "rename",
+        "stream_options",
+    )
 
     def __init__(self, options: dict[str, Any] | None, upstream_model: str = "") -> None:
         options = options or {}
@@ -152,11 +160,13 @@ class Rules:
         tables = [_table(options, "unsupported")]
         prefixes = tuple(str(p) for p in options.get("reasoning_models") or ())
         exceptions = tuple(str(p) for p in options.get("not_reasoning_models") or ())
-        if (
+        # The upstream model reasons (by its provider's options): it takes reasoning_effort.
+        self.reasoning = bool(
             prefixes
             and upstream_model.startswith(prefixes)
             and not (exceptions and upstream_model.startswith(exceptions))
-        ):
+        )
+        if self.reasoning:
             tables.append(_table(options, "reasoning_unsupported"))
         for table in tables:
             for name, rule in table.items():
