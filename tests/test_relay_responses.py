@@ -5,6 +5,7 @@ and an Anthropic-shaped upstream, streams included, billed exactly as chat is.""
 from __future__ import annotations
 
 import json
+import socket
 import urllib.request
 from typing import Any
 
@@ -23,7 +24,7 @@ from catalog.models import Model
 from core.pricing import cost
 from keys.services import issue_key
 
-from .conftest import credit, publish_catalog
+from .conftest import credit, publish_catalog, wait_until
 from .test_relay import a_later_request_recorded, assert_billed_only, post, recorded
 from .test_relay_quirks import add_model
 
@@ -260,6 +261,30 @@ def test_a_stream_cut_by_the_upstream_fails_and_is_billed_as_an_estimate(
     event = recorded(request_id)
     assert (event.status, event.estimated) == ("upstream_cut", True)
     assert event.completion_tokens > 0 and event.cost > 0
+
+
+def test_a_client_that_hangs_up_mid_stream_is_billed_what_was_sent(
+    relay: Any, alice_key: str, demo_upstream: str, worker: Any
+) -> None:
+    body = json.dumps({"model": "mistral-small", "input": "Count", "stream": True}).encode()
+    host, port = relay.base_url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/responses HTTP/1.1\r\nHost: relay\r\n"
+            + b"Content-Type: application/json\r\n"
+            + f"Authorization: Bearer {alice_key}\r\nx-demo-completion-tokens: 64\r\n".encode()
+            + b"x-demo-chunk-delay-ms: 100\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        while received.count(b"response.output_text.delta") < 8:  # event: and type: each
+            received += sock.recv(65536)
+    request_id = received.split(b"x-request-id: ")[1].split(b"\r\n")[0].decode()
+    event = wait_until(lambda: UsageEvent.objects.filter(request_id=request_id).first())
+    assert (event.status, event.estimated) == ("client_closed", True)
+    assert 0 < event.completion_tokens < 64
+    assert event.cost > 0
 
 
 # ---- tools and structured output -------------------------------------------------------------
