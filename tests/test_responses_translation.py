@@ -18,6 +18,7 @@ from relay.adapters.responses import (
     validate_responses_request,
 )
 from relay.errors import RelayError
+from relay.exchange import make_exchange
 from relay.usage import Usage
 
 EVENTS = pydantic.TypeAdapter(ResponseStreamEvent)
@@ -102,6 +103,7 @@ def test_items_become_chat_messages_in_order() -> None:
         ({"input": [{"type": "web_search_call"}]}, "input"),
         ({"tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
         ({"text": {"format": {"type": "yaml"}}}, "text"),
+        ({"tool_choice": "required"}, "tool_choice"),
     ],
 )
 def test_refusals_name_the_parameter(body: dict[str, Any], param: str) -> None:
@@ -228,3 +230,46 @@ def test_a_refusal_streams_as_a_refusal_part() -> None:
     parsed = events(frames)
     assert "response.refusal.delta" in [e.type for e in parsed]
     assert parsed[-1].response.output[0].content[0].type == "refusal"
+
+
+ROUTE = {"base_url": "http://upstream", "api_key": "k", "upstream_model": "u", "shape": "openai"}
+
+
+def sse(*chunks: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+
+
+def translator(request_id: str = "req_abc") -> Any:
+    chat = responses_request_to_chat({**REQUEST, "stream": True})
+    exchange = make_exchange(
+        "responses", chat, ROUTE, stream=True, max_output=100, request_id=request_id,
+        original={**REQUEST, "stream": True},
+    )  # fmt: skip
+    assert orjson.loads(exchange.body)["stream_options"] == {"include_usage": True}
+    return exchange.translator()
+
+
+def frames_of(data: bytes) -> list[bytes]:
+    return [f + b"\n\n" for f in data.split(b"\n\n") if f.strip()]
+
+
+@pytest.mark.parametrize("ending", ["cut", "closed early"])
+def test_a_stream_that_breaks_off_ends_with_response_failed(ending: str) -> None:
+    t = translator()
+    out = t.feed(sse(chunk({"role": "assistant", "content": "Hel"}), chunk({"content": "lo"})))
+    out += t.cut() if ending == "cut" else t.close()
+    parsed = events(frames_of(out))
+    assert parsed[-1].type == "response.failed"
+    assert parsed[-1].response.id == "resp_abc"
+    assert (t.finished, t.chunks, t.usage) == (False, 2, None)
+
+
+def test_a_stream_without_done_is_whole_once_its_finish_reason_came() -> None:
+    t = translator()
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    out = t.feed(sse(chunk({"content": "Hi"}), chunk({}, "stop"), {"choices": [], "usage": usage}))
+    out += t.close()
+    parsed = events(frames_of(out))
+    assert parsed[-1].type == "response.completed"
+    assert parsed[-1].response.usage.total_tokens == 5
+    assert t.finished and t.usage == Usage(3, 2)

@@ -318,8 +318,15 @@ def responses_request_to_chat(body: JSON) -> JSON:
         out["tools"] = _tools(body["tools"])
         if isinstance(body.get("parallel_tool_calls"), bool):
             out["parallel_tool_calls"] = body["parallel_tool_calls"]
-    if body.get("tool_choice") is not None:
-        out["tool_choice"] = _tool_choice(body["tool_choice"])
+    choice = body.get("tool_choice")
+    if choice is not None:
+        converted = _tool_choice(choice)
+        if out.get("tools"):
+            out["tool_choice"] = converted
+        elif choice not in ("auto", "none"):
+            # Without tools only the choices that change nothing mean anything; the others
+            # are sent by no working client, and some upstreams refuse any tool_choice alone.
+            raise bad_request("'tool_choice' needs 'tools' to choose from.", param="tool_choice")
     response_format = _response_format(body.get("text"))
     if response_format is not None:
         out["response_format"] = response_format
