@@ -290,7 +290,7 @@ def test_a_client_that_hangs_up_mid_stream_is_billed_what_was_sent(
 # ---- tools and structured output -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "claude-sonnet-4"])
+@pytest.mark.parametrize("model", ["mistral-large-2", "gpt-4o", "claude-sonnet-4"])
 def test_a_function_call_round_trip(client: openai.OpenAI, model: str, demo_upstream: str) -> None:
     first = client.responses.create(
         model=model, input="Weather in Paris?", tools=[WEATHER], tool_choice="auto"
@@ -322,10 +322,13 @@ def test_a_function_call_round_trip(client: openai.OpenAI, model: str, demo_upst
         }
 
 
-def test_a_streamed_function_call_sends_its_arguments_events(client: openai.OpenAI) -> None:
+@pytest.mark.parametrize("model", ["mistral-large-2", "gpt-4o", "claude-sonnet-4"])
+def test_a_streamed_function_call_sends_its_arguments_events(
+    client: openai.OpenAI, model: str
+) -> None:
     _, events = stream_events(
         client,
-        model="gpt-4o",
+        model=model,
         input="Weather in Paris?",
         tools=[WEATHER],
         tool_choice={"type": "function", "name": "get_weather"},
