@@ -26,6 +26,8 @@ from zoneinfo import ZoneInfo
 
 from django.db import connection
 
+from lib import pgbatch
+
 # The rollups' figures, in the order of ``Sums`` and of the columns below.
 FIGURES = (
     "requests",
@@ -149,21 +151,41 @@ def _rows(slots: dict[Slot, list[Any]], adapt: Any) -> list[list[Any]]:
     ]
 
 
+_SQL = {
+    (table, bucket): _upsert_sql(
+        table,
+        bucket,
+        f"SELECT * FROM unnest({_ARRAYS.format(bucket=kind)})",  # noqa: S608
+    )
+    for table, bucket, kind in (
+        ("billing_hourlyusage", "hour", "timestamptz"),
+        ("billing_dailyusage", "day", "date"),
+    )
+}
+
+
 def _write(cursor: Any, table: str, bucket: str, kind: str, rows: list[list[Any]]) -> None:
-    if connection.vendor == "postgresql":
-        values = f"SELECT * FROM unnest({_ARRAYS.format(bucket=kind)})"  # noqa: S608
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        cursor.execute(_upsert_sql(table, bucket, values), columns)
-    else:
-        values = "VALUES (" + ", ".join(["%s"] * _WIDTH) + ")"
-        cursor.executemany(_upsert_sql(table, bucket, values), rows)
+    values = "VALUES (" + ", ".join(["%s"] * _WIDTH) + ")"
+    cursor.executemany(_upsert_sql(table, bucket, values), rows)
 
 
 def add(hourly: dict[Slot, list[Any]], daily: dict[Slot, list[Any]]) -> None:
     """Adds the sums to the rollup rows: one statement per table for the whole batch (each slot
     once, as one statement may not update a row twice). Runs in the caller's transaction, under
-    the accounts' row locks, so an account's rows are never written by two batches at once."""
+    the accounts' row locks, so an account's rows are never written by two batches at once.
+    On PostgreSQL each is a prepared statement with binary arrays (``lib.pgbatch``)."""
     if not hourly:
+        return
+    if pgbatch.available():
+        identity = lambda value: value  # noqa: E731
+        with pgbatch.cursor() as cur:
+            for (table, bucket), slots in (
+                (("billing_hourlyusage", "hour"), hourly),
+                (("billing_dailyusage", "day"), daily),
+            ):
+                pgbatch.execute(
+                    cur, _SQL[(table, bucket)], pgbatch.columns(_rows(slots, identity), _WIDTH)
+                )
         return
     ops = connection.ops
     with connection.cursor() as cursor:

@@ -11,13 +11,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Account
 from catalog.models import PriceVersion
 from core.pricing import Price, cost
 from keys.models import ApiKey
+from lib import pgbatch
 
 from . import ledger, partitions, rollups, routestats, signals, sync
 from .models import LedgerEntry, UsageEvent
@@ -162,73 +163,64 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
             log.error("dropping malformed usage event %r", raw.get("request_id"))
     if not events and not failed:
         return 0
-    by_account: dict[int, dict[str, Event]] = defaultdict(dict)
+    # Each request once (its first copy in the batch), and every request id of each account,
+    # whose unposted cost Redis forgets once the batch is in.
+    unique: dict[str, Event] = {}
+    by_account: dict[int, list[str]] = defaultdict(list)
     for e in events:
-        by_account[e.account].setdefault(e.request_id, e)
-    costs, unbilled = _priced(events)
-    created = 0
-    to_post: list[tuple[int, LedgerEntry | None, list[str]]] = []
-    with transaction.atomic():
-        # Locking accounts in id order serialises batches for one account, which makes the
-        # "already recorded?" check below race-free, and cannot deadlock.
-        accounts = list(
-            Account.objects.select_for_update().filter(pk__in=by_account).order_by("pk")
-        )
-        known_keys = set(
-            ApiKey.objects.filter(pk__in={e.key for e in events}).values_list("pk", flat=True)
-        )
-        existing = _recorded(events)
-        horizon = partitions.retention_horizon()
-        stale = (
-            {e.request_id for e in events if e.started_at < horizon} - existing
-            if horizon is not None
-            else set()
-        )
-        if stale:
-            log.error(
-                "%d usage events older than the retention of raw events (%s) not recorded",
-                len(stale),
-                horizon,
-            )
-        # Every account's debit, events and rollups in a few statements for the whole batch
-        # (a batch from the relays mixes many accounts).
-        last = ledger.last_entries(a.pk for a in accounts)
-        debits: dict[int, tuple[Decimal, str, list[str]]] = {}
-        new: list[Event] = []
-        for account in accounts:
-            batch = by_account[account.pk]
-            fresh = [e for rid, e in batch.items() if rid not in existing and rid not in stale]
-            total = sum((costs[e.request_id] for e in fresh), Decimal(0))
-            if total > 0:
-                debits[account.pk] = (-total, f"usage:{len(fresh)} requests", list(batch))
-            else:
-                previous = last.get(account.pk)
-                to_post.append((account.pk, previous, list(batch)))
-            new += fresh
-        entries = ledger.post_usage_debits(debits, last) if debits else {}
-        _insert(new, costs, unbilled, entries, known_keys)
-        _rollup(new, costs, known_keys)
-        _touch_keys(new)
-        created = len(new)
-        missing = set(by_account) - {a.pk for a in accounts}
-        if missing:
-            log.error("usage events for unknown accounts %s dropped", sorted(missing))
-        # Events dropped above don't count in the routes' figures either (nor twice if resent).
-        dropped = {rid for account_id in missing for rid in by_account[account_id]}
-        routestats.record([*raw_events, *failed], already=existing | dropped | stale)
-    # (Read under the lock: if a newer entry was posted since, Redis keeps the newer figure.)
-    for account_id, previous, request_ids in to_post:
-        sync.post(
-            account_id,
-            seq=previous.seq if previous else 0,
-            balance=previous.balance_after if previous else Decimal(0),
-            request_ids=request_ids,
-        )
+        if e.request_id not in unique:
+            unique[e.request_id] = e
+            by_account[e.account].append(e.request_id)
+    costs, unbilled = _priced(list(unique.values()))
+    record = _record_postgresql if pgbatch.available() else _record_portable
+    created = record(list(unique.values()), by_account, costs, unbilled, raw_events, failed)
     if created:
         signals.debited.send(sender=UsageEvent, account_ids=list(by_account))
     return created
 
 
+def _stale(events: list[Event]) -> list[Event]:
+    """The events older than the raw events' retention (never recorded: module docstring)."""
+    horizon = partitions.retention_horizon()
+    return [e for e in events if e.started_at < horizon] if horizon is not None else []
+
+
+def _log_stale(stale: list[Event], existing: set[str]) -> None:
+    count = sum(1 for e in stale if e.request_id not in existing)
+    if count:
+        log.error(
+            "%d usage events older than the retention of raw events (%s) not recorded",
+            count,
+            partitions.retention_horizon(),
+        )
+
+
+def _log_missing(by_account: dict[int, list[str]], locked: set[int]) -> set[str]:
+    """Logs the accounts of the batch that do not exist; returns their request ids."""
+    missing = set(by_account) - locked
+    if missing:
+        log.error("usage events for unknown accounts %s dropped", sorted(missing))
+    return {rid for account_id in missing for rid in by_account[account_id]}
+
+
+# ---- PostgreSQL: a few prepared statements for the whole batch (lib.pgbatch) ----------------
+
+# The accounts' row locks, in id order, and a ledger entry id drawn ahead for each account
+# that the batch may debit (its events' rows name their debit, inserted after them in the same
+# transaction; an id drawn for an account whose events all turn out recorded before is left
+# unused: a gap in the ids, which nothing reads).
+_LOCK = (
+    "SELECT id, CASE WHEN id = ANY(%s::bigint[]) THEN nextval((SELECT"
+    " pg_get_serial_sequence('billing_ledgerentry', 'id'))::regclass) END"
+    " FROM accounts_account WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE"
+)
+_KEYS = "SELECT id FROM keys_apikey WHERE id = ANY(%s::bigint[])"
+# Each account's newest entry, read under its lock (one index probe per account).
+_LAST = (
+    "SELECT a.id, l.seq, l.balance_after FROM unnest(%s::bigint[]) AS a(id)"
+    " CROSS JOIN LATERAL (SELECT seq, balance_after FROM billing_ledgerentry e"
+    " WHERE e.account_id = a.id ORDER BY seq DESC LIMIT 1) AS l"
+)
 _COLUMNS = (
     "request_id",
     "account_id",
@@ -260,64 +252,244 @@ _COLUMNS = (
     "recorded_at",
 )
 
+_TYPES = {
+    "request_id": "varchar",
+    "model_id": "varchar",
+    "provider": "varchar",
+    "upstream_model": "varchar",
+    "status": "varchar",
+    "cost": "numeric",
+    "unbilled": "numeric",
+    "estimated": "boolean",
+    "streamed": "boolean",
+    "started_at": "timestamptz",
+    "recorded_at": "timestamptz",
+}
+_ARRAYS = [f"%s::{_TYPES.get(column, 'bigint')}[]" for column in _COLUMNS]
+# The new events: the unique (request_id, started_at) constraint decides what is new, and
+# RETURNING says which rows went in; only those are debited, rolled up and counted.
+_INSERT = (
+    f"INSERT INTO billing_usageevent ({', '.join(_COLUMNS)})"  # noqa: S608 (constant names)
+    f" SELECT * FROM unnest({', '.join(_ARRAYS)})"
+    " ON CONFLICT (request_id, started_at) DO NOTHING RETURNING request_id"
+)
+_LEDGER = (
+    "INSERT INTO billing_ledgerentry"
+    " (id, account_id, seq, kind, amount, balance_after, reference, note, created_at)"
+    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::varchar[],"
+    " %s::numeric[], %s::numeric[], %s::varchar[], %s::varchar[], %s::timestamptz[])"
+)
+_TOUCH = (
+    "UPDATE keys_apikey AS k SET last_used_at = v.at, last_used_from = v.net"
+    " FROM unnest(%s::bigint[], %s::timestamptz[], %s::varchar[]) AS v(id, at, net)"
+    " WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.at)"
+)
 
-def _insert(
+
+def _row(
+    e: Event,
+    amount: Decimal,
+    unbilled: Decimal,
+    key_known: bool,
+    ledger_entry: int | None,
+    now: datetime,
+) -> tuple[Any, ...]:
+    """An event's row, in the order of ``_COLUMNS`` (an unknown key is recorded as none)."""
+    return (
+        e.request_id,
+        e.account,
+        e.key if key_known else None,
+        e.model,
+        e.provider,
+        e.upstream_model,
+        e.prompt_tokens,
+        e.completion_tokens,
+        e.cached_tokens,
+        e.cache_write_tokens,
+        e.cache_write_1h_tokens,
+        e.reasoning_tokens,
+        e.input_audio_tokens,
+        e.output_audio_tokens,
+        e.images,
+        e.audio_ms,
+        amount,
+        unbilled,
+        e.price_version,
+        e.estimated,
+        e.status,
+        e.http_status,
+        e.streamed,
+        e.started_at,
+        e.duration_ms,
+        e.ttfb_ms,
+        ledger_entry if amount > 0 else None,
+        now,
+    )
+
+
+def _record_postgresql(
     events: list[Event],
+    by_account: dict[int, list[str]],
     costs: dict[str, Decimal],
     unbilled: dict[str, Decimal],
-    entries: dict[int, LedgerEntry],
-    known_keys: set[int],
-) -> None:
-    """The new rows in one COPY: on PostgreSQL the cheapest way in, for the worker's CPU and
-    the database's (the batch is already checked for rows recorded before, under the account's
-    lock, so nothing here can conflict). Elsewhere (SQLite in development), bulk_create."""
-    if not events:
-        return
+    raw_events: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+) -> int:
+    """The batch in one transaction of a few prepared statements, one per table (module
+    ``lib.pgbatch``): the accounts' locks, the keys, the newest ledger entries, the events, the
+    debits, both rollups, the route figures and the keys' last use."""
+    charged = sorted({e.account for e in events if costs[e.request_id] > 0})
+    stale = _stale(events)
     now = timezone.now()
-    rows = [
-        (
-            e.request_id,
-            e.account,
-            e.key if e.key in known_keys else None,
-            e.model,
-            e.provider,
-            e.upstream_model,
-            e.prompt_tokens,
-            e.completion_tokens,
-            e.cached_tokens,
-            e.cache_write_tokens,
-            e.cache_write_1h_tokens,
-            e.reasoning_tokens,
-            e.input_audio_tokens,
-            e.output_audio_tokens,
-            e.images,
-            e.audio_ms,
-            amount,
-            unbilled[e.request_id],
-            e.price_version,
-            e.estimated,
-            e.status,
-            e.http_status,
-            e.streamed,
-            e.started_at,
-            e.duration_ms,
-            e.ttfb_ms,
-            entries[e.account].pk if e.account in entries and amount > 0 else None,
-            now,
+    with transaction.atomic(), pgbatch.cursor() as cur:
+        # Locking accounts in id order serialises batches for one account (so its newest
+        # ledger entry, read next, stays the newest until commit), and cannot deadlock.
+        ids = {a: i for a, i in pgbatch.fetch(cur, _LOCK, [charged, sorted(by_account)])}
+        known_keys = {k for (k,) in pgbatch.fetch(cur, _KEYS, [sorted({e.key for e in events})])}
+        last = {a: (seq, bal) for a, seq, bal in pgbatch.fetch(cur, _LAST, [sorted(ids)])}
+        _log_missing(by_account, set(ids))
+        refused = {e.request_id for e in stale}
+        rows = [
+            _row(
+                e,
+                costs[e.request_id],
+                unbilled[e.request_id],
+                e.key in known_keys,
+                ids[e.account],
+                now,
+            )
+            for e in events
+            if e.account in ids and e.request_id not in refused
+        ]
+        inserted = (
+            {rid for (rid,) in pgbatch.fetch(cur, _INSERT, pgbatch.columns(rows, len(_COLUMNS)))}
+            if rows
+            else set()
         )
-        for e in events
-        for amount in (costs[e.request_id],)
-    ]
-    if connection.vendor != "postgresql":
+        if stale:
+            _log_stale(stale, _recorded(stale))
+        fresh = [e for e in events if e.request_id in inserted]
+        totals: dict[int, Decimal] = defaultdict(Decimal)
+        counts: dict[int, int] = defaultdict(int)
+        for e in fresh:
+            totals[e.account] += costs[e.request_id]
+            counts[e.account] += 1
+        entries = []
+        postings = []
+        for account_id in sorted(ids):
+            seq, balance = last.get(account_id, (0, Decimal(0)))
+            total = totals.get(account_id, Decimal(0))
+            if total > 0:
+                # (The same rules as ledger.post_entry: the next seq, the running balance.)
+                seq, balance = seq + 1, balance - total
+                entries.append(
+                    (
+                        ids[account_id],
+                        account_id,
+                        seq,
+                        LedgerEntry.Kind.USAGE.value,
+                        -total,
+                        balance,
+                        f"usage:{counts[account_id]} requests"[:200],
+                        "",
+                        now,
+                    )
+                )
+            postings.append(sync.Posting(account_id, seq, balance, by_account[account_id]))
+        if entries:
+            pgbatch.execute(cur, _LEDGER, pgbatch.columns(entries, 9))
+        _rollup(fresh, costs, known_keys)
+        _touch_keys(fresh)
+        # Events not recorded now don't count in the routes' figures either (nor twice if
+        # resent); failed requests have no row and always count.
+        usage_ids = {str(raw.get("request_id", ""))[:64] for raw in raw_events}
+        routestats.record([*raw_events, *failed], already=usage_ids - inserted)
+        # After commit, Redis learns every locked account's newest figures (if a newer entry
+        # was posted since, it keeps that one) and forgets the batch's unposted costs.
+        transaction.on_commit(lambda: sync.post_many(postings), robust=True)
+    return len(inserted)
+
+
+# ---- Elsewhere (SQLite in development): the ORM, simple and obviously right -----------------
+
+
+def _record_portable(
+    events: list[Event],
+    by_account: dict[int, list[str]],
+    costs: dict[str, Decimal],
+    unbilled: dict[str, Decimal],
+    raw_events: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+) -> int:
+    now = timezone.now()
+    to_post: list[sync.Posting] = []
+    with transaction.atomic():
+        # Locking accounts in id order serialises batches for one account, which makes the
+        # "already recorded?" check below race-free, and cannot deadlock.
+        locked = list(
+            Account.objects.select_for_update()
+            .filter(pk__in=list(by_account))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        known_keys = set(
+            ApiKey.objects.filter(pk__in={e.key for e in events}).values_list("pk", flat=True)
+        )
+        existing = _recorded(events)
+        stale = _stale(events)
+        _log_stale(stale, existing)
+        refused = existing | {e.request_id for e in stale}
+        dropped = _log_missing(by_account, set(locked))
+        last = ledger.last_entries(locked)
+        fresh = [e for e in events if e.account in set(locked) and e.request_id not in refused]
+        debits: dict[int, tuple[Decimal, str, list[str]]] = {}
+        for account_id in locked:
+            mine = [e for e in fresh if e.account == account_id]
+            total = sum((costs[e.request_id] for e in mine), Decimal(0))
+            if total > 0:
+                debits[account_id] = (
+                    -total,
+                    f"usage:{len(mine)} requests",
+                    by_account[account_id],
+                )
+            else:
+                previous = last.get(account_id)
+                to_post.append(
+                    sync.Posting(
+                        account_id,
+                        previous.seq if previous else 0,
+                        previous.balance_after if previous else Decimal(0),
+                        by_account[account_id],
+                    )
+                )
+        entries = ledger.post_usage_debits(debits, last) if debits else {}
         UsageEvent.objects.bulk_create(
-            [UsageEvent(**dict(zip(_COLUMNS, row, strict=True))) for row in rows]
+            [
+                UsageEvent(
+                    **dict(
+                        zip(
+                            _COLUMNS,
+                            _row(
+                                e,
+                                costs[e.request_id],
+                                unbilled[e.request_id],
+                                e.key in known_keys,
+                                entries[e.account].pk if e.account in entries else None,
+                                now,
+                            ),
+                            strict=True,
+                        )
+                    )
+                )
+                for e in fresh
+            ]
         )
-        return
-    table = UsageEvent._meta.db_table
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        _rollup(fresh, costs, known_keys)
+        _touch_keys(fresh)
+        routestats.record([*raw_events, *failed], already=refused | dropped)
+    # (Read under the lock: if a newer entry was posted since, Redis keeps the newer figure.)
+    sync.post_many(to_post)
+    return len(fresh)
 
 
 def _recorded(events: list[Event]) -> set[str]:
@@ -338,6 +510,8 @@ def _recorded(events: list[Event]) -> set[str]:
 def _rollup(events: list[Event], costs: dict[str, Decimal], known_keys: set[int]) -> None:
     """The hourly and daily rollups of the new events (an unknown key counts as no key, as in
     the event's row)."""
+    if not events:
+        return
     hourly, daily = rollups.group(
         (
             e.account,
@@ -361,18 +535,10 @@ def _touch_keys(events: list[Event]) -> None:
             latest[e.key] = e
     if not latest:
         return
-    if connection.vendor == "postgresql":
-        rows = ", ".join(["(%s, %s::timestamptz, %s)"] * len(latest))
-        params: list[Any] = []
-        for key_id, e in sorted(latest.items()):
-            params += [key_id, e.started_at, e.client_net]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE keys_apikey AS k SET last_used_at = v.at, last_used_from = v.net"  # noqa: S608
-                f" FROM (VALUES {rows}) AS v(id, at, net) WHERE k.id = v.id"
-                " AND (k.last_used_at IS NULL OR k.last_used_at < v.at)",
-                params,
-            )
+    if pgbatch.available():
+        rows = [(key_id, e.started_at, e.client_net) for key_id, e in sorted(latest.items())]
+        with pgbatch.cursor() as cur:
+            pgbatch.execute(cur, _TOUCH, pgbatch.columns(rows, 3))
         return
     for key_id, e in latest.items():
         ApiKey.objects.filter(pk=key_id).exclude(last_used_at__gte=e.started_at).update(
