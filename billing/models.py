@@ -26,7 +26,10 @@ class LedgerEntry(models.Model):
         CHARGEBACK = "chargeback", _("Chargeback")
         VOUCHER = "voucher", _("Voucher")
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    # Indexed by ledger_account_seq, whose first column it is.
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="entries", db_index=False
+    )
     seq = models.PositiveBigIntegerField()
     kind = models.CharField(max_length=20, choices=Kind.choices)
     amount = models.DecimalField(**MONEY)
@@ -58,12 +61,29 @@ class UsageEvent(models.Model):
     # Unique by a constraint in Meta, not ``unique=True``, which on PostgreSQL would add a second
     # (LIKE-pattern) index that no query uses; every index is paid for on each usage insert.
     request_id = models.CharField(max_length=64)
+    # No foreign key constraints in the database on the account, the key and the ledger entry
+    # (migration 0004): each would cost an index lookup per inserted row, and the usage worker
+    # (``usage.record_batch``), the only writer, resolves them itself in the transaction that
+    # inserts the rows: it holds the account's row lock, records a key it does not find as
+    # none, and inserts the ledger entry the rows name. Nothing deletes them in between: an
+    # account with usage is protected (by the ORM, below), keys are revoked, never deleted
+    # (a key deleted by hand has its events' key set to none by the ORM), and the ledger is
+    # append-only.
     # Indexed by usage_account_time, whose first column it is.
     account = models.ForeignKey(
-        Account, on_delete=models.PROTECT, related_name="usage", db_index=False
+        Account,
+        on_delete=models.PROTECT,
+        related_name="usage",
+        db_index=False,
+        db_constraint=False,
     )
+    # Indexed: a key's page lists its latest requests.
     key = models.ForeignKey(
-        "keys.ApiKey", on_delete=models.SET_NULL, null=True, related_name="usage"
+        "keys.ApiKey",
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="usage",
+        db_constraint=False,
     )
     model_id = models.CharField(max_length=150)
     provider = models.CharField(max_length=50)
@@ -93,8 +113,14 @@ class UsageEvent(models.Model):
     started_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField(default=0)
     ttfb_ms = models.PositiveIntegerField(null=True)
+    # Not indexed: read from the event (its request's page), never searched from the entry.
     ledger_entry = models.ForeignKey(
-        LedgerEntry, on_delete=models.PROTECT, null=True, related_name="usage_events"
+        LedgerEntry,
+        on_delete=models.PROTECT,
+        null=True,
+        related_name="usage_events",
+        db_index=False,
+        db_constraint=False,
     )
     recorded_at = models.DateTimeField(auto_now_add=True)
 
@@ -158,7 +184,10 @@ class HourlyUsage(UsageRollup):
     offset is not a whole number of hours. The unique index leads with (account, hour), which
     is the pages' range query."""
 
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="hourly_usage")
+    # Indexed by the unique index below, whose first column it is.
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="hourly_usage", db_index=False
+    )
     hour = models.DateTimeField()
 
     class Meta:
@@ -181,7 +210,10 @@ class DailyUsage(UsageRollup):
     """Usage by UTC day: the same figures as ``HourlyUsage`` summed by ``day``, for what counts
     by UTC day (key spend caps, the catalog's popularity, reconciliation after retention)."""
 
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="daily_usage")
+    # Indexed by the unique index below, whose first column it is.
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="daily_usage", db_index=False
+    )
     day = models.DateField()
 
     class Meta:
