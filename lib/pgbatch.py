@@ -4,15 +4,15 @@ The usage worker writes a batch of events with one statement per table: the rows
 array per column and the statement reads them with ``unnest()``, so it has the same text
 whatever the batch's size. On PostgreSQL such a statement runs here on a psycopg cursor with
 server-side binding (Django's cursors bind client-side: they would compose every array into
-the SQL text and have the server parse it), its parameters in binary format, and prepared on
-the connection the first time (psycopg keeps the prepared statement for the connection's
-life), so a batch costs the database one plan-free execution per table and the worker no
-quoting at all.
+the SQL text and have the server parse it), its parameters in binary format (``%s`` in the
+statements is sent as psycopg's ``%b``), and prepared on the connection the first time
+(psycopg keeps it for the connection's life), so a batch costs the database no parsing and
+the worker no quoting.
 
 The cursor shares Django's connection and so its transaction (``transaction.atomic``) and
 its ``on_commit`` hooks. Statements run this way bypass Django's query log and execute
-wrappers. psycopg sends a list of integers as the smallest array type that holds them, so
-statements cast every array parameter to the column's type (``%s::bigint[]``).
+wrappers. Columns of numbers, booleans, dates and times go as array literals in text (see
+``array``), so statements cast every array parameter to its column's type (``%s::bigint[]``).
 
 Prepared statements live in the database session: behind PgBouncer in transaction mode they
 need PgBouncer 1.21 or later with ``max_prepared_statements`` set.
@@ -24,6 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from django.db import connection
@@ -58,20 +61,51 @@ def cursor() -> Iterator[Any]:
         yield cur
 
 
-def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows turned into one list per column (``width`` columns, also when there is no row)."""
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime | date):
+        return value.isoformat()  # (an aware datetime carries its offset)
+    return str(value)  # an int or a Decimal
+
+
+def array(values: Sequence[Any]) -> str | list[Any]:
+    """One column's parameter: an array literal (text, which the statement casts) for
+    numbers, booleans, dates and times, a few C-level string operations where psycopg would
+    dump each element in Python; strings stay a list for psycopg to dump (and escape)."""
+    first = next((value for value in values if value is not None), None)
+    if isinstance(first, str):
+        return list(values)
+    if isinstance(first, int | Decimal) and not isinstance(first, bool) and None not in values:
+        return "{" + ",".join(map(str, values)) + "}"
+    return "{" + ",".join(map(_literal, values)) + "}"
+
+
+def columns(rows: Sequence[Sequence[Any]], width: int) -> list[str | list[Any]]:
+    """Rows turned into one parameter per column (``array``), ``width`` of them also when
+    there is no row. Statements cast each to its column's type: ``%s::bigint[]``."""
     if not rows:
-        return [[] for _ in range(width)]
-    return [list(column) for column in zip(*rows, strict=True)]
+        return ["{}" for _ in range(width)]
+    return [array(column) for column in zip(*rows, strict=True)]
+
+
+@lru_cache(maxsize=256)
+def _binary(sql: str) -> str:
+    # psycopg's ``%b``: the parameter in binary format (``%s`` lets it choose, and it sends
+    # lists as text, quoted element by element).
+    return sql.replace("%s", "%b")
 
 
 def execute(cur: Any, sql: str, params: Sequence[Any]) -> int:
-    """Runs ``sql`` prepared with binary parameters; returns the rows it affected."""
-    cur.execute(sql, params, prepare=True, binary=True)
+    """Runs ``sql`` (``%s`` placeholders) prepared, with binary parameters and results;
+    returns the rows it affected."""
+    cur.execute(_binary(sql), params, prepare=True, binary=True)
     return int(cur.rowcount)
 
 
 def fetch(cur: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Runs ``sql`` prepared with binary parameters and results; returns its rows."""
-    cur.execute(sql, params, prepare=True, binary=True)
+    """Runs ``sql`` as ``execute`` does; returns its rows."""
+    cur.execute(_binary(sql), params, prepare=True, binary=True)
     return list(cur.fetchall())
