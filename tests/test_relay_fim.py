@@ -1,0 +1,192 @@
+"""``POST /v1/completions`` on the relay (the openai SDK): Codestral's fill-in-the-middle through
+Mistral's FIM API, plain and streamed, billed exactly as chat is."""
+
+from __future__ import annotations
+
+import io
+import json
+import urllib.request
+from decimal import Decimal
+from typing import Any
+
+import openai
+import pytest
+from django.core.management import call_command
+
+from billing.models import UsageEvent
+from core.pricing import cost
+
+from .conftest import ALICE_STARTS_WITH, wait_until
+from .test_relay import a_later_request_recorded, price_of, recorded
+
+pytestmark = pytest.mark.usefixtures("catalog")
+
+PREFIX = "def add(a, b):\n"
+SUFFIX = "\n\nprint(add(1, 2))\n"
+
+
+@pytest.fixture
+def client(alice_key: str, relay: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=relay.base_url, api_key=alice_key, max_retries=0)
+
+
+def fim_requests(demo_upstream: str) -> list[dict[str, Any]]:
+    root = demo_upstream.removesuffix("/v1")
+    url = f"{root}/_demo/requests?path=/v1/fim/completions"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return [entry["body"] for entry in json.loads(response.read())["requests"]]
+
+
+def clear_demo_requests(demo_upstream: str) -> None:
+    root = demo_upstream.removesuffix("/v1")
+    request = urllib.request.Request(f"{root}/_demo/requests", method="DELETE")
+    urllib.request.urlopen(request, timeout=5).close()
+
+
+def balance() -> Decimal:
+    out = io.StringIO()
+    call_command("balance", "alice@example.com", stdout=out)
+    return Decimal(out.getvalue().splitlines()[0])
+
+
+def test_a_codestral_fim_completion_is_answered_and_billed_exactly(
+    client: openai.OpenAI, demo_upstream: str, worker: Any
+) -> None:
+    clear_demo_requests(demo_upstream)
+    raw = client.completions.with_raw_response.create(
+        model="codestral",
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        max_tokens=64,
+        temperature=0.2,
+        stop=["\n\n\n"],
+        seed=7,
+        extra_headers={"x-demo-prompt-tokens": "30", "x-demo-completion-tokens": "12"},
+    )
+    completion = raw.parse()
+    assert completion.object == "text_completion"
+    assert completion.model == "codestral"
+    assert completion.choices[0].text
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (30, 12)
+
+    # Mistral's FIM API got the prompt and the suffix, in its own names.
+    [sent] = fim_requests(demo_upstream)
+    assert sent["model"] == "codestral-latest"
+    assert (sent["prompt"], sent["suffix"]) == (PREFIX, SUFFIX)
+    assert sent["max_tokens"] == 64 and sent["random_seed"] == 7 and "seed" not in sent
+    assert sent["stream"] is False
+
+    event = recorded(raw.headers["x-request-id"])
+    expected = cost(price_of("codestral"), prompt_tokens=30, completion_tokens=12)
+    assert (event.prompt_tokens, event.completion_tokens) == (30, 12)
+    assert event.cost == expected and not event.estimated and not event.streamed
+    assert event.model_id == "codestral"
+    wait_until(lambda: balance() == ALICE_STARTS_WITH - expected)
+
+
+def test_a_streamed_fim_completion_arrives_and_is_billed_exactly(
+    client: openai.OpenAI, demo_upstream: str, worker: Any
+) -> None:
+    clear_demo_requests(demo_upstream)
+    stream = client.completions.create(
+        model="codestral",
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        max_tokens=100,
+        stream=True,
+        extra_headers={"x-demo-prompt-tokens": "25", "x-demo-completion-tokens": "20"},
+    )
+    chunks = list(stream)
+    request_id = stream.response.headers["x-request-id"]
+    assert all(chunk.object == "text_completion" for chunk in chunks)
+    assert "".join(c.choices[0].text for c in chunks if c.choices)
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    assert last.usage is not None and last.usage.completion_tokens == 20
+    [sent] = fim_requests(demo_upstream)
+    assert sent["stream"] is True and sent["suffix"] == SUFFIX
+    assert "stream_options" not in sent
+
+    event = recorded(request_id)
+    assert (event.prompt_tokens, event.completion_tokens) == (25, 20)
+    assert event.streamed and not event.estimated
+    assert event.cost == cost(price_of("codestral"), prompt_tokens=25, completion_tokens=20)
+
+
+def test_a_stream_asking_for_usage_gets_it_on_a_last_chunk_of_its_own(
+    client: openai.OpenAI,
+) -> None:
+    stream = client.completions.create(
+        model="codestral",
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"x-demo-completion-tokens": "8"},
+    )
+    chunks = list(stream)
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+    assert all(chunk.usage is None for chunk in chunks[:-1])
+
+
+def test_a_fim_stream_cut_by_the_upstream_is_billed_as_an_estimate(
+    client: openai.OpenAI, worker: Any
+) -> None:
+    stream = client.completions.create(
+        model="codestral",
+        prompt=PREFIX,
+        suffix=SUFFIX,
+        stream=True,
+        extra_headers={"x-demo-error": "cut", "x-demo-completion-tokens": "30"},
+    )
+    request_id = stream.response.headers["x-request-id"]
+    received = list(stream)  # the body ends without [DONE] nor a finish_reason
+    assert received and all(c.choices[0].finish_reason is None for c in received)
+    event = recorded(request_id)
+    assert event.estimated and event.status == "upstream_cut"
+    assert event.completion_tokens > 0 and event.cost > 0
+
+
+def test_a_chat_only_model_is_refused_by_name_and_nothing_is_billed(
+    client: openai.OpenAI, relay: Any, alice_key: str, worker: Any
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="mistral-large-2", prompt="Hello", max_tokens=5)
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["code"] == "unsupported_endpoint" and error["param"] == "model"
+    assert "mistral-large-2" in error["message"] and "/v1/chat/completions" in error["message"]
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="no-such-model", prompt="Hello")
+    later = a_later_request_recorded(relay, alice_key)
+    assert UsageEvent.objects.count() == 1 and UsageEvent.objects.get() == later
+
+
+def test_parameters_fim_does_not_take_are_refused_before_anything_is_sent(
+    client: openai.OpenAI, demo_upstream: str
+) -> None:
+    clear_demo_requests(demo_upstream)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="codestral", prompt=PREFIX, suffix=SUFFIX, n=2)
+    assert caught.value.body["param"] == "n"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="codestral", prompt=["one", "two"], suffix=SUFFIX)
+    assert caught.value.body["param"] == "prompt"  # type: ignore[index]
+    assert fim_requests(demo_upstream) == []
+    # Defaults of OpenAI's parameters that FIM lacks are left out, not refused.
+    completion = client.completions.create(
+        model="codestral",
+        prompt=[PREFIX],
+        suffix=SUFFIX,
+        n=1,
+        echo=False,
+        presence_penalty=0,
+        user="ide-plugin",
+    )
+    assert completion.choices[0].text
+    [sent] = fim_requests(demo_upstream)
+    assert set(sent) <= {"model", "prompt", "suffix", "stream"}
+    assert sent["prompt"] == PREFIX
