@@ -128,7 +128,11 @@ class OpenAIToOpenAI:
         self.headers = openai_adapter.headers(route["api_key"])
         rules = quirks.of_route(route)
         self.body = openai_adapter.request_body(
-            body, route["upstream_model"], stream=stream, rules=rules
+            body,
+            route["upstream_model"],
+            stream=stream,
+            rules=rules,
+            completions=api == "completions",
         )
         self.wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self.reframe = not rules.stream_options

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import urllib.request
 from decimal import Decimal
 from typing import Any
@@ -14,9 +15,11 @@ import pytest
 from django.core.management import call_command
 
 from billing.models import UsageEvent
+from catalog.models import Model, Provider, Route
+from catalog.services import new_price_version
 from core.pricing import cost
 
-from .conftest import ALICE_STARTS_WITH, wait_until
+from .conftest import ALICE_STARTS_WITH, publish_catalog, wait_until
 from .test_relay import a_later_request_recorded, price_of, recorded
 
 pytestmark = pytest.mark.usefixtures("catalog")
@@ -35,6 +38,12 @@ def fim_requests(demo_upstream: str) -> list[dict[str, Any]]:
     url = f"{root}/_demo/requests?path=/v1/fim/completions"
     with urllib.request.urlopen(url, timeout=5) as response:
         return [entry["body"] for entry in json.loads(response.read())["requests"]]
+
+
+def last_request(demo_upstream: str) -> dict[str, Any]:
+    root = demo_upstream.removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/_demo/requests/last", timeout=5) as response:
+        return dict(json.loads(response.read()))
 
 
 def clear_demo_requests(demo_upstream: str) -> None:
@@ -190,3 +199,86 @@ def test_parameters_fim_does_not_take_are_refused_before_anything_is_sent(
     [sent] = fim_requests(demo_upstream)
     assert set(sent) <= {"model", "prompt", "suffix", "stream"}
     assert sent["prompt"] == PREFIX
+
+
+def test_a_client_that_hangs_up_mid_stream_is_billed_what_was_sent(
+    relay: Any, alice_key: str, worker: Any
+) -> None:
+    body = json.dumps(
+        {"model": "codestral", "prompt": PREFIX, "suffix": SUFFIX, "stream": True}
+    ).encode()
+    host, port = relay.base_url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: relay\r\n"
+            + b"Content-Type: application/json\r\n"
+            + f"Authorization: Bearer {alice_key}\r\nx-demo-completion-tokens: 64\r\n".encode()
+            + b"x-demo-chunk-delay-ms: 100\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        while received.count(b'"text_completion"') < 4:
+            received += sock.recv(65536)
+    request_id = received.split(b"x-request-id: ")[1].split(b"\r\n")[0].decode()
+    event = wait_until(lambda: UsageEvent.objects.filter(request_id=request_id).first())
+    assert (event.status, event.estimated) == ("client_closed", True)
+    assert 0 < event.completion_tokens < 64
+    assert event.cost > 0
+
+
+# ---- an OpenAI-shaped upstream with /v1/completions: passed through ---------------------------
+
+
+@pytest.fixture
+def instruct(relay: Any) -> str:
+    """OpenAI's gpt-3.5-turbo-instruct in the catalog, on the OpenAI provider (the demo
+    upstream in the test stack), whose options list it among the completion models."""
+    model = Model.objects.create(
+        id="gpt-3.5-turbo-instruct",
+        name="GPT-3.5 Turbo Instruct",
+        provider=Provider.objects.get(slug="openai"),
+        upstream_model="gpt-3.5-turbo-instruct",
+        context_window=4096,
+        max_output_tokens=4096,
+    )
+    new_price_version(model=model, source="file", input=Decimal("1.50"), output=Decimal("2.00"))
+    Route.objects.create(
+        model=model, provider=model.provider, upstream_model="gpt-3.5-turbo-instruct"
+    )
+    publish_catalog(relay)
+    return model.id
+
+
+def test_an_openai_completion_model_is_passed_through_and_billed(
+    client: openai.OpenAI, demo_upstream: str, instruct: str, worker: Any
+) -> None:
+    clear_demo_requests(demo_upstream)
+    raw = client.completions.with_raw_response.create(
+        model=instruct,
+        prompt="Say this is a test",
+        max_tokens=7,
+        extra_headers={"x-demo-prompt-tokens": "5", "x-demo-completion-tokens": "7"},
+    )
+    completion = raw.parse()
+    assert completion.object == "text_completion" and completion.choices[0].text
+    sent = last_request(demo_upstream)
+    assert sent["path"] == "/v1/completions"
+    assert sent["body"]["model"] == "gpt-3.5-turbo-instruct" and sent["body"]["max_tokens"] == 7
+    event = recorded(raw.headers["x-request-id"])
+    assert (event.prompt_tokens, event.completion_tokens) == (5, 7)
+    assert event.cost == cost(price_of(instruct), prompt_tokens=5, completion_tokens=7)
+
+    stream = client.completions.create(
+        model=instruct,
+        prompt="Say this is a test",
+        max_tokens=7,
+        stream=True,
+        extra_headers={"x-demo-prompt-tokens": "5", "x-demo-completion-tokens": "7"},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].text for c in chunks if c.choices)
+    assert all(c.usage is None for c in chunks)  # asked for by the relay, not by the client
+    event = recorded(stream.response.headers["x-request-id"])
+    assert (event.prompt_tokens, event.completion_tokens, event.streamed) == (5, 7, True)
+    assert not event.estimated

@@ -105,7 +105,7 @@ def fim_request(
     """``body`` as Mistral's FIM endpoint takes it: one prompt string, ``seed`` as
     ``random_seed`` (the provider's rules rename it), OpenAI's parameters at their defaults
     left out and any other value refused."""
-    out = rules.apply(dict(body), stream=stream)
+    out = rules.apply(dict(body), stream=stream, completions=True)
     model = str(body.get("model"))
     prompt = out.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:

@@ -212,8 +212,12 @@ class Rules:
                 return unsupported_value(model, name, value, allowed)
         return None
 
-    def apply(self, body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
-        """``body`` (a copy the caller may change) as this upstream takes it."""
+    def apply(
+        self, body: dict[str, Any], *, stream: bool, completions: bool = False
+    ) -> dict[str, Any]:
+        """``body`` (a copy the caller may change) as this upstream takes it. A text-completions
+        request (``completions``) keeps its ``max_tokens``: that endpoint has no other name
+        for it."""
         if stream:
             if self.stream_options:
                 stream_options = dict(body.get("stream_options") or {})
@@ -223,7 +227,7 @@ class Rules:
                 body.pop("stream_options", None)
         for name in self.drop:
             body.pop(name, None)
-        param = self.max_tokens_param
+        param = None if completions else self.max_tokens_param
         if param is not None:
             caps = [c for c in (body.pop(n, None) for n in MAX_TOKENS) if c is not None]
             if caps:
