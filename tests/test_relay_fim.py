@@ -282,3 +282,93 @@ def test_an_openai_completion_model_is_passed_through_and_billed(
     event = recorded(stream.response.headers["x-request-id"])
     assert (event.prompt_tokens, event.completion_tokens, event.streamed) == (5, 7, True)
     assert not event.estimated
+
+
+# ---- the translation alone ----------------------------------------------------------------------
+
+
+def fim_chunk(content: str | None, finish: str | None = None, **extra: Any) -> bytes:
+    delta = {} if content is None else {"content": content}
+    chunk = {
+        "id": "x",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_fim_stream_split_anywhere_translates_the_same(include_usage: bool) -> None:
+    from relay.adapters.completions import FimStreamToCompletions
+    from relay.exchange import FimChunksToCompletions
+
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    raw = (
+        fim_chunk("", None)
+        + fim_chunk("ret")
+        + fim_chunk("urn a + b")
+        + fim_chunk("", "model_length", usage=usage)
+        + b"data: [DONE]\n\n"
+    )
+    outputs = []
+    for size in (1, 7, len(raw)):
+        translator = FimChunksToCompletions(
+            FimStreamToCompletions("codestral", "cmpl-1", include_usage)
+        )
+        out = b"".join(translator.feed(raw[i : i + size]) for i in range(0, len(raw), size))
+        out += translator.close()
+        assert translator.finished and translator.chunks == 2
+        assert translator.usage is not None and translator.usage.completion_tokens == 2
+        outputs.append(out)
+    assert outputs[0] == outputs[1] == outputs[2]
+    events = [e.removeprefix(b"data: ") for e in outputs[0].split(b"\n\n") if e]
+    assert events[-1] == b"[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "return a + b"
+    finishing = next(c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"])
+    assert finishing["choices"][0]["finish_reason"] == "length"
+    if include_usage:
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == usage
+        assert "usage" not in finishing
+    else:
+        assert finishing is chunks[-1] and finishing["usage"] == usage
+
+
+def test_fim_requests_are_mistrals() -> None:
+    from relay.adapters import quirks
+    from relay.adapters.completions import fim_request
+    from relay.errors import RelayError
+
+    rules = quirks.Rules(
+        {
+            "rename_params": {"seed": "random_seed"},
+            "send_stream_options": False,
+            "max_tokens_param": "max_tokens",
+        },
+        "codestral-latest",
+    )
+    body = {
+        "model": "codestral",
+        "prompt": ["a"],
+        "suffix": None,
+        "seed": 3,
+        "n": 1,
+        "logprobs": None,
+        "stream_options": {"include_usage": True},
+        "min_tokens": 2,
+    }
+    assert fim_request(body, "codestral-latest", stream=True, rules=rules) == {
+        "model": "codestral-latest",
+        "prompt": "a",
+        "random_seed": 3,
+        "min_tokens": 2,
+        "stream": True,
+    }
+    for name, value in (("echo", True), ("best_of", 2), ("presence_penalty", 0.5), ("n", True)):
+        with pytest.raises(RelayError) as caught:
+            fim_request({**body, name: value}, "codestral-latest", stream=False, rules=rules)
+        assert caught.value.status == 400 and caught.value.param == name
+    with pytest.raises(RelayError) as caught:
+        fim_request({**body, "prompt": [[1, 2, 3]]}, "codestral-latest", stream=False, rules=rules)
+    assert caught.value.param == "prompt"
