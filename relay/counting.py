@@ -6,7 +6,8 @@ nothing is held, charged or recorded. Where one of the model's routes is Anthrop
 upstream's ``/v1/messages/count_tokens`` answers (with the provider's key and the upstream's
 model name); where none is, or none answers in time, the relay's documented estimate
 (:mod:`relay.adapters.anthropic.count`). The ``x-token-count`` response header says which:
-``upstream`` or ``estimate``. Errors are in Anthropic's shape.
+``upstream`` or ``estimate``. The client's ``anthropic-beta`` header goes to the upstream with
+the count (beta fields change what is counted). Errors are in Anthropic's shape.
 """
 
 from __future__ import annotations
@@ -105,6 +106,14 @@ class Counting(ClientSide):
                 "Content-Type": "application/json",
                 "Accept-Encoding": "identity",
             }
+            # Beta features (context management, MCP servers...) change what is counted.
+            beta = ",".join(
+                value.decode("latin-1")
+                for name, value in scope["headers"]
+                if name == b"anthropic-beta"
+            )
+            if beta:
+                headers["anthropic-beta"] = beta
             if route.get("demo"):
                 for name, value in scope["headers"]:
                     if name.startswith(b"x-demo-"):

@@ -62,7 +62,7 @@ def test_an_anthropic_route_answers_with_the_upstreams_count(
         model="claude-sonnet-4",
         system=SYSTEM,
         messages=MESSAGES,  # type: ignore[arg-type]
-        extra_headers={"x-demo-prompt-tokens": "77"},
+        extra_headers={"x-demo-prompt-tokens": "77", "anthropic-beta": "token-counting-2024-11-01"},
     )
     assert raw.parse().input_tokens == 77
     assert raw.headers["x-token-count"] == "upstream"
@@ -70,6 +70,7 @@ def test_an_anthropic_route_answers_with_the_upstreams_count(
     assert sent["body"]["model"] == "claude-sonnet-4-20250514"
     assert sent["body"]["system"] == SYSTEM and sent["body"]["messages"] == MESSAGES
     assert sent["headers"]["anthropic-version"] == "2023-06-01"
+    assert sent["headers"]["anthropic-beta"] == "token-counting-2024-11-01"
     assert "tp-sk-" not in json.dumps(sent["headers"])  # the provider's key, not the client's
 
 

@@ -38,6 +38,7 @@ COUNTED_FIELDS = frozenset(
         "mcp_servers",
         "context_management",
         "output_format",
+        "output_config",
     }
 )
 
