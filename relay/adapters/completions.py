@@ -91,8 +91,7 @@ def routes_for(model: dict[str, Any], body: dict[str, Any]) -> list[dict[str, An
         raise RelayError(
             400,
             f"The model '{str(body.get('model'))[:100]}' does not serve text completions "
-            f"(/v1/completions); use /v1/chat/completions, or a model that does "
-            f"(fill-in-the-middle: codestral).",
+            f"(/v1/completions): use it with /v1/chat/completions.",
             param="model",
             code="unsupported_endpoint",
         )
