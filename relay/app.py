@@ -26,10 +26,11 @@ import redis.exceptions
 from core import jsonlog, state
 
 from . import limits, listing, metrics, prices, scripts
-from .adapters import anthropic, quirks, responses
+from .adapters import anthropic, completions, quirks, responses
 from .breaker import Breakers
 from .cluster import ClusterScriptClient
 from .config import Config
+from .counting import Counting
 from .errors import RelayError
 from .reporter import Reporter
 from .request import ClientGone, Request, Scope
@@ -42,7 +43,15 @@ log = logging.getLogger("relay")
 Lean = scripts.ScriptClient | ClusterScriptClient
 
 # The relayed API's paths: what the request metrics count.
-RELAYED = frozenset(("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/responses"))
+RELAYED = frozenset(
+    (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/messages",
+        "/v1/responses",
+    )
+)
 
 
 def reasons(model: dict[str, Any]) -> bool:
@@ -54,9 +63,10 @@ def reasons(model: dict[str, Any]) -> bool:
     return any(quirks.of_route(route).reasoning for route in model["routes"])
 
 
-class Relay(Upstream):
+class Relay(Upstream, Counting):
     """The ASGI app; its parts are :class:`~relay.request.ClientSide`,
-    :class:`~relay.holds.Holds` and :class:`~relay.upstream.Upstream`."""
+    :class:`~relay.holds.Holds`, :class:`~relay.upstream.Upstream` and
+    :class:`~relay.counting.Counting`."""
 
     def __init__(self, config: Config | None = None) -> None:
         self._config = config
@@ -197,6 +207,13 @@ class Relay(Upstream):
                 req.api = "messages"  # errors in Anthropic's shape from here on
                 self._allow(method, "POST")
                 await self.relay(scope, receive, send, req, api="messages")
+            elif path == "/v1/messages/count_tokens":
+                req.api = "messages"
+                self._allow(method, "POST")
+                await self.count_tokens(scope, receive, send, req)
+            elif path == "/v1/completions":
+                self._allow(method, "POST")
+                await self.relay(scope, receive, send, req, api="completions")
             elif path == "/v1/models":
                 self._allow(method, "GET")
                 await self.check_presented_key(scope)
@@ -332,9 +349,12 @@ class Relay(Upstream):
             # Responses clients (Codex) send a reasoning effort whatever the model: where the
             # model does not reason it is dropped, not refused.
             del req.body["reasoning_effort"]
-        req.routes = quirks.routes_for(model, req.body, shape)
+        if api == "completions":
+            req.routes = completions.routes_for(model, req.body)
+        else:
+            req.routes = quirks.routes_for(model, req.body, shape)
         req.price = prices.of_model(model)
-        req.stream = shape in ("chat", "messages") and bool(req.body.get("stream"))
+        req.stream = shape in ("chat", "messages", "completions") and bool(req.body.get("stream"))
         await self.hold(req, self.worst_case(req, len(raw), shape))
         metrics.HOLDS.inc()
 

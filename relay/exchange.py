@@ -1,8 +1,8 @@
 """How one request is put to one upstream and how its answer comes back to the client.
 
-An exchange pairs the client's API (OpenAI chat/embeddings today) with the route's upstream
-shape; it builds the upstream request and converts the answer — whole or streamed — while
-reading the usage the bill is made from.
+An exchange pairs the client's API (OpenAI chat, embeddings and text completions, Anthropic
+Messages, Responses) with the route's upstream shape; it builds the upstream request and
+converts the answer — whole or streamed — while reading the usage the bill is made from.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .adapters import anthropic, quirks, responses
+from .adapters import anthropic, completions, quirks, responses
 from .adapters import openai as openai_adapter
 from .errors import RelayError
 from .sse import SSEParser
@@ -123,12 +123,16 @@ class OpenAIToOpenAI:
     def __init__(
         self, api: str, body: dict[str, Any], route: dict[str, Any], *, stream: bool
     ) -> None:
-        path = "chat/completions" if api == "chat" else "embeddings"
+        path = {"chat": "chat/completions", "completions": "completions"}.get(api, "embeddings")
         self.url = f"{route['base_url']}/{path}"
         self.headers = openai_adapter.headers(route["api_key"])
         rules = quirks.of_route(route)
         self.body = openai_adapter.request_body(
-            body, route["upstream_model"], stream=stream, rules=rules
+            body,
+            route["upstream_model"],
+            stream=stream,
+            rules=rules,
+            completions=api == "completions",
         )
         self.wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self.reframe = not rules.stream_options
@@ -429,6 +433,72 @@ class ResponsesToChat:
         )
 
 
+class FimChunksToCompletions:
+    """A Mistral FIM stream (chat completion chunks), re-framed as ``text_completion``
+    chunks."""
+
+    def __init__(self, stream: completions.FimStreamToCompletions) -> None:
+        self.parser = SSEParser()
+        self.stream = stream
+        self.usage: Usage | None = None
+        self.finished = False
+        self.chunks = 0
+
+    def feed(self, data: bytes) -> bytes:
+        return self._convert(self.parser.feed(data))
+
+    def cut(self) -> bytes:
+        return b""
+
+    def close(self) -> bytes:
+        return self._convert(self.parser.flush())
+
+    def _convert(self, events: list[tuple[str, bytes]]) -> bytes:
+        out: list[bytes] = []
+        for _, payload in events:
+            if payload.strip() == b"[DONE]":
+                out.extend(self.stream.done())
+                continue
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(chunk, dict):
+                out.extend(self.stream.feed(chunk))
+        self.usage = self.stream.usage
+        self.finished = self.stream.finished
+        self.chunks = self.stream.chunks
+        return b"".join(out)
+
+
+class CompletionsToFim:
+    """A text-completions client (``POST /v1/completions``), Mistral's fill-in-the-middle
+    upstream (``/fim/completions``, Codestral)."""
+
+    def __init__(
+        self, body: dict[str, Any], route: dict[str, Any], *, stream: bool, request_id: str
+    ) -> None:
+        self.url = f"{route['base_url']}/fim/completions"
+        self.headers = openai_adapter.headers(route["api_key"])
+        converted = completions.fim_request(
+            body, route["upstream_model"], stream=stream, rules=quirks.of_route(route)
+        )
+        self.body = orjson.dumps(converted)
+        self.model = str(body["model"])
+        self.completion_id = "cmpl-" + request_id.removeprefix("req_")
+        self.wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
+        payload = _json(raw)
+        converted = completions.fim_response_to_completion(payload, self.model, self.completion_id)
+        return orjson.dumps(converted), openai_adapter.usage_of(payload)
+
+    def translator(self) -> StreamTranslator:
+        return FimChunksToCompletions(
+            completions.FimStreamToCompletions(self.model, self.completion_id, self.wants_usage)
+        )
+
+
 def make_exchange(
     api: str,
     body: dict[str, Any],
@@ -439,8 +509,9 @@ def make_exchange(
     request_id: str,
     original: dict[str, Any] | None = None,
 ) -> Exchange:
-    """The exchange for the client's API (``chat``, ``embeddings``, ``messages``,
-    ``responses``) and the route's upstream shape (``openai``, ``anthropic``). For
+    """The exchange for the client's API (``chat``, ``embeddings``, ``completions``,
+    ``messages``, ``responses``) and the route's upstream shape (``openai``, ``anthropic``;
+    for ``completions``, the route's ``completions_api``). For
     ``responses``, ``body`` is the request already translated to chat and ``original`` the
     client's own."""
     if api == "responses":
@@ -448,6 +519,18 @@ def make_exchange(
             "chat", body, route, stream=stream, max_output=max_output, request_id=request_id
         )
         return ResponsesToChat(inner, original or body, request_id)
+    if api == "completions":
+        served = quirks.of_route(route).completions
+        if served == "fim":
+            return CompletionsToFim(body, route, stream=stream, request_id=request_id)
+        if served == "openai" and route.get("shape", "openai") == "openai":
+            return OpenAIToOpenAI(api, body, route, stream=stream)
+        raise RelayError(
+            400,
+            "This model's provider offers no text completions.",
+            param="model",
+            code="unsupported_endpoint",
+        )
     shape = route.get("shape", "openai")
     if shape == "openai":
         if api == "messages":

@@ -67,6 +67,11 @@ class Holds:
             n = body.get("n") or 1
             requested = (body.get("max_completion_tokens") or body.get("max_tokens") or 0) * n
             completion = requested or (req.model.get("max_output_tokens") or 8192) * n
+        elif api == "completions":
+            body = req.body
+            n = max(body.get("n") or 1, body.get("best_of") or 1)
+            requested = (body.get("max_tokens") or 0) * n
+            completion = requested or (req.model.get("max_output_tokens") or 8192) * n
         elif api == "messages":
             requested = completion = int(req.body["max_tokens"])
         req.tokens_counted = math.ceil(raw_size / 4) + requested

@@ -14,7 +14,7 @@ import orjson
 from core import keyformat
 
 from . import media, prices
-from .adapters import anthropic, responses
+from .adapters import anthropic, completions, responses
 from .config import Config
 from .errors import RelayError, bad_request, unauthorized
 from .exchange import StreamTranslator
@@ -215,6 +215,10 @@ class ClientSide:
             raise bad_request("'model' is required and must be a string.", param="model")
         if api == "messages":
             anthropic.validate_anthropic_request(body)
+        elif api == "count_tokens":
+            anthropic.validate_anthropic_request(body, count_only=True)
+        elif api == "completions":
+            completions.validate_completions_request(body)
         elif api == "responses":
             responses.validate_responses_request(body)
         elif api == "chat":

@@ -16,12 +16,13 @@ def request_body(
     *,
     stream: bool,
     rules: quirks.Rules = quirks.NONE,
+    completions: bool = False,
 ) -> bytes:
     """The client's request with the upstream's model name, as the route's provider takes it
     (``rules``: see :mod:`relay.adapters.quirks`); on streams the upstream is always asked for
     usage where it takes ``stream_options``, since a stream billed without it would be a
-    guess."""
-    out = rules.apply(dict(body), stream=stream)
+    guess. ``completions``: a text-completions request (see :meth:`quirks.Rules.apply`)."""
+    out = rules.apply(dict(body), stream=stream, completions=completions)
     out["model"] = upstream_model
     return orjson.dumps(out)
 

@@ -24,6 +24,12 @@ API differs from OpenAI's. Every key is optional:
 ``not_reasoning_models`` ([prefix, ...])
     except those starting with one of these (OpenAI's ``gpt-5-chat-latest`` takes sampling
     parameters while the other GPT-5 models do not).
+``completions_models`` ([prefix, ...])
+    Upstream model names starting with one of these serve text completions
+    (``POST /v1/completions``); absent, none of the provider's models do.
+``completions_api`` (``"openai"`` | ``"fim"``, default ``"openai"``)
+    How: OpenAI's ``/completions``, passed through, or Mistral's fill-in-the-middle
+    ``/fim/completions`` (Codestral), translated both ways (:mod:`relay.adapters.completions`).
 
 A model's ``supported_parameters`` (OpenRouter's names, see :data:`OPENROUTER_NAMES`) is the
 other source: when it is not empty, a request with a parameter the model does not support is
@@ -102,8 +108,11 @@ KEYS = frozenset(
         "reasoning_models",
         "reasoning_unsupported",
         "not_reasoning_models",
+        "completions_models",
+        "completions_api",
     }
 )
+COMPLETIONS_APIS = ("openai", "fim")
 DROP = "drop"
 REFUSE = "refuse"
 
@@ -137,6 +146,7 @@ class Rules:
     """One route's request rules, compiled from its provider's options and upstream model."""
 
     __slots__ = (
+        "completions",
         "drop",
         "max_tokens_param",
         "only",
@@ -168,6 +178,14 @@ class Rules:
         )
         if self.reasoning:
             tables.append(_table(options, "reasoning_unsupported"))
+        # How the upstream model serves /v1/completions, or None where it does not.
+        serving = tuple(str(p) for p in options.get("completions_models") or ())
+        api = options.get("completions_api") or "openai"
+        self.completions: str | None = (
+            str(api)
+            if serving and upstream_model.startswith(serving) and api in COMPLETIONS_APIS
+            else None
+        )
         for table in tables:
             for name, rule in table.items():
                 if rule == DROP:
@@ -194,8 +212,12 @@ class Rules:
                 return unsupported_value(model, name, value, allowed)
         return None
 
-    def apply(self, body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
-        """``body`` (a copy the caller may change) as this upstream takes it."""
+    def apply(
+        self, body: dict[str, Any], *, stream: bool, completions: bool = False
+    ) -> dict[str, Any]:
+        """``body`` (a copy the caller may change) as this upstream takes it. A text-completions
+        request (``completions``) keeps its ``max_tokens``: that endpoint has no other name
+        for it."""
         if stream:
             if self.stream_options:
                 stream_options = dict(body.get("stream_options") or {})
@@ -205,7 +227,7 @@ class Rules:
                 body.pop("stream_options", None)
         for name in self.drop:
             body.pop(name, None)
-        param = self.max_tokens_param
+        param = None if completions else self.max_tokens_param
         if param is not None:
             caps = [c for c in (body.pop(n, None) for n in MAX_TOKENS) if c is not None]
             if caps:

@@ -6,7 +6,10 @@ enough for the official ``openai`` and ``anthropic`` SDKs (and therefore the rel
 to accept it:
 
 * OpenAI: ``POST /v1/chat/completions`` (plain, SSE streaming, tool calls),
-  ``POST /v1/embeddings`` (float and base64), ``GET /v1/models`` and ``GET /v1/models/{id}``.
+  ``POST /v1/embeddings`` (float and base64), ``GET /v1/models`` and ``GET /v1/models/{id}``,
+  legacy ``POST /v1/completions`` (``text_completion``, plain and SSE).
+* Mistral: ``POST /v1/fim/completions`` (Codestral's fill-in-the-middle, plain and SSE; see
+  ``completions``).
 * Anthropic: ``POST /v1/messages`` (plain, SSE streaming, ``tool_use``),
   ``POST /v1/messages/count_tokens``; ``GET /v1/models`` answers in Anthropic's list format
   when the request carries an ``anthropic-version`` header.

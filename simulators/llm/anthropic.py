@@ -294,7 +294,8 @@ def _anthropic_stream_events(
 
 
 async def count_tokens(request: web.Request, state: DemoState) -> web.StreamResponse:
-    """``POST /v1/messages/count_tokens`` with the same estimate as ``/v1/messages``."""
+    """``POST /v1/messages/count_tokens`` with the same estimate as ``/v1/messages``
+    (``x-demo-latency-ms`` and an injected status or ``disconnect`` apply)."""
     body = await read_body(request, state)
     denied = _anthropic_auth(request)
     if denied is not None:
@@ -308,6 +309,13 @@ async def count_tokens(request: web.Request, state: DemoState) -> web.StreamResp
     req = _validate_messages(body, count_only=True)
     if isinstance(req, web.Response):
         return req
+    await sleep_ms(cfg.latency_ms)
+    error = active_error(state, cfg)
+    if error is not None:
+        if error == "disconnect":
+            return drop(request)
+        if error.isdigit():
+            return anthropic_injected(int(error), cfg)
     prompt = (
         cfg.prompt_tokens
         if cfg.prompt_tokens is not None

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from aiohttp import web
 
 from .anthropic import count_tokens, messages
+from .completions import completions, fim_completions
 from .config import DemoConfig, config_from_env
 from .embeddings import embeddings
 from .endpoint import STATE_KEY, DemoState, api_endpoint
@@ -118,6 +119,8 @@ def make_app(
     router = app.router
     router.add_post("/v1/chat/completions", api_endpoint(chat_completions))
     router.add_post("/v1/embeddings", api_endpoint(embeddings))
+    router.add_post("/v1/completions", api_endpoint(completions))
+    router.add_post("/v1/fim/completions", api_endpoint(fim_completions))
     router.add_get("/v1/models", api_endpoint(list_models))
     router.add_get("/v1/models/{model}", api_endpoint(retrieve_model))
     router.add_post("/v1/messages", api_endpoint(messages))

@@ -14,9 +14,10 @@ from .usage import JSON, _is_int, _is_number
 _dumps = orjson.dumps
 
 
-def validate_anthropic_request(body: Any) -> None:
+def validate_anthropic_request(body: Any, *, count_only: bool = False) -> None:
     """Check what Anthropic checks first, with its ``field: problem`` messages; raises
-    :class:`AnthropicError` (400). Block-level problems are found during conversion."""
+    :class:`AnthropicError` (400). Block-level problems are found during conversion. With
+    ``count_only`` (``POST /v1/messages/count_tokens``) ``max_tokens`` is not required."""
     if not isinstance(body, dict):
         raise _invalid("Input should be an object")
     model = body.get("model")
@@ -26,10 +27,11 @@ def validate_anthropic_request(body: Any) -> None:
         raise _invalid("model: Input should be a valid string")
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
-        raise _invalid("max_tokens: Field required")
-    if not _is_int(max_tokens):
+        if not count_only:
+            raise _invalid("max_tokens: Field required")
+    elif not _is_int(max_tokens):
         raise _invalid("max_tokens: Input should be a valid integer")
-    if max_tokens < 1:
+    elif max_tokens < 1:
         raise _invalid("max_tokens: Input should be greater than or equal to 1")
     messages = body.get("messages")
     if messages is None:
