@@ -90,6 +90,10 @@ class UsageEvent(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OK)
     http_status = models.PositiveSmallIntegerField(default=200)
     streamed = models.BooleanField(default=False)
+    # Why the answer ended, in OpenAI's words (stop, length, tool_calls, content_filter; an
+    # Anthropic upstream's stop_reason is mapped to them, a word neither knows is kept as the
+    # upstream said it). Empty when the upstream said nothing (a cut-off stream, an embedding).
+    finish_reason = models.CharField(max_length=32, blank=True, default="", db_default="")
     started_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField(default=0)
     ttfb_ms = models.PositiveIntegerField(null=True)
