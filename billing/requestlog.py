@@ -65,10 +65,14 @@ class Page:
     older: str | None  # a cursor to the next page (older rows), None on the last
 
 
-def make_cursor(account: Account, event: UsageEvent, direction: str) -> str:
+def sign_cursor(account_id: int, started_at: datetime, event_id: int, direction: str) -> str:
     return signing.dumps(
-        [account.pk, event.started_at.isoformat(), event.pk, direction], salt=_SALT, compress=True
+        [account_id, started_at.isoformat(), event_id, direction], salt=_SALT, compress=True
     )
+
+
+def make_cursor(account: Account, event: UsageEvent, direction: str) -> str:
+    return sign_cursor(account.pk, event.started_at, event.pk, direction)
 
 
 def read_cursor(account: Account, value: str) -> Cursor:
