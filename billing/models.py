@@ -103,7 +103,16 @@ class UsageEvent(models.Model):
     recorded_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["account", "-started_at"], name="usage_account_time")]
+        indexes = [
+            models.Index(fields=["account", "-started_at"], name="usage_account_time"),
+            # The request log's "what failed?" (a status other than ok): a few per cent of the
+            # rows, so a small index that inserts of successful requests never touch.
+            models.Index(
+                fields=["account", "-started_at"],
+                condition=~models.Q(status="ok"),
+                name="usage_account_failed",
+            ),
+        ]
         # On PostgreSQL the table is partitioned by month of ``started_at`` (migration 0003,
         # ``billing.partitions``), and a unique constraint there must hold the partition key: a
         # request is (request_id, started_at). The relay stamps ``started_at`` once, when the
