@@ -73,6 +73,23 @@ class AmountField(serializers.Field):
         return Decimal(data)
 
 
+RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+class InstantField(serializers.DateTimeField):
+    """An RFC 3339 date-time with its offset, and only that: DRF's field would also take a
+    date alone, or a time without an offset (in whose zone?)."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        if not isinstance(value, str) or not RFC3339.fullmatch(value):
+            raise serializers.ValidationError(
+                "An RFC 3339 date and time with its offset, e.g. 2026-05-01T00:00:00Z."
+            )
+        return super().to_internal_value(value)
+
+
 @extend_schema_field(
     {
         "type": "string",
@@ -88,16 +105,17 @@ class CursorField(serializers.CharField):
 class RequestFiltersSerializer(serializers.Serializer):
     key = KeyIdField(required=False, help_text="Only this key's requests (its id).")
     model = serializers.CharField(
-        required=False, max_length=150, help_text="Only this model's requests (its id)."
+        required=False,
+        max_length=150,
+        trim_whitespace=False,
+        help_text="Only this model's requests (its id).",
     )
     status = serializers.ChoiceField(choices=UsageEvent.Status.values, required=False)
     streamed = StrictBooleanField(required=False)
-    since = serializers.DateTimeField(
-        required=False, help_text="Requests started at or after this time (ISO 8601)."
+    since = InstantField(
+        required=False, help_text="Requests started at or after this time (RFC 3339)."
     )
-    until = serializers.DateTimeField(
-        required=False, help_text="Requests started before this time (ISO 8601)."
-    )
+    until = InstantField(required=False, help_text="Requests started before this time (RFC 3339).")
     min_cost = AmountField(required=False, help_text="Requests that cost at least this.")
 
     def filters(self) -> requestlog.Filters:

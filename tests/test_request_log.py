@@ -407,6 +407,9 @@ def test_the_api_lists_requests_with_filters_and_a_cursor(
         {"min_cost": "1e3"},
         {"status": "bogus"},
         {"since": "yesterday"},
+        {"since": "2026-01-01"},
+        {"until": "2026-01-01T00:00:00"},
+        {"model": ""},
     ):
         refused = api.get("/api/v1/usage/requests/", params)
         assert refused.status_code == 400, params
