@@ -9,7 +9,7 @@ each of these through Django's test Client, signed in as the heavy account, ``--
 
 - the log's newest page (``/usage/requests/``), and the last 30 days;
 - a deep page: 50 cursors followed from the newest, the 50th page timed;
-- one model over the last 30 days;
+- one model over the last 30 days; the failed requests (``status=error``), all time;
 - the API's newest page and its deep page (50 ``next`` cursors followed);
 - the first bytes of the 30 days' CSV (the header and the first chunk of rows).
 
@@ -108,6 +108,7 @@ def measure(runs: int) -> list[tuple[str, float, float]]:
             f"log: one model ({top_model}), 30 days",
             *timed(runs, page({**month, "model": top_model or ""})),
         ),
+        ("log: failed requests (status=error)", *timed(runs, page({"status": "error"}))),
         ("API: newest page", *timed(runs, lambda: ok(client.get("/api/v1/usage/requests/")))),
         (
             f"API: page {DEEP} (cursor)",
