@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils.translation import gettext_lazy as _
 
 from .models import BillingProfile, UsageEvent
@@ -179,11 +180,18 @@ class RequestLogForm(forms.Form):
     )
     status = forms.ChoiceField(label=_("Status"), required=False)
     streamed = forms.ChoiceField(label=_("Streamed"), required=False, choices=STREAMED_CHOICES)
+    # Bounded so that a day's midnight in any zone is a time the database can hold.
     since = forms.DateField(
-        label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label=_("From"),
+        required=False,
+        validators=[MinValueValidator(date(2000, 1, 1)), MaxValueValidator(date(2999, 12, 31))],
+        widget=forms.DateInput(attrs={"type": "date"}),
     )
     until = forms.DateField(
-        label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"})
+        label=_("To"),
+        required=False,
+        validators=[MinValueValidator(date(2000, 1, 1)), MaxValueValidator(date(2999, 12, 31))],
+        widget=forms.DateInput(attrs={"type": "date"}),
     )
     min_cost = forms.DecimalField(
         label=_("Minimum cost (USD)"),

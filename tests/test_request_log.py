@@ -149,6 +149,8 @@ def test_a_date_range_is_whole_days_in_the_readers_time_zone() -> None:
         {"min_cost": "abc"},
         {"min_cost": "-1"},
         {"since": "2026-13-45"},
+        {"since": "0001-01-01"},
+        {"until": "9999-12-31"},
         {"since": "2026-03-02", "until": "2026-03-01"},
         {"status": "bogus"},
         {"key": "abc"},
@@ -408,6 +410,8 @@ def test_the_api_lists_requests_with_filters_and_a_cursor(
         {"status": "bogus"},
         {"since": "yesterday"},
         {"since": "2026-01-01"},
+        {"since": "0001-01-01T00:00:00+14:00"},
+        {"until": "9999-12-31T23:59:59-14:00"},
         {"until": "2026-01-01T00:00:00"},
         {"model": ""},
     ):
