@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils.translation import gettext_lazy as _
 
-from .models import BillingProfile
+from .models import BillingProfile, UsageEvent
+from .requestlog import Filters
 from .topups import TopupError, enabled_providers, validate_amount
 
 CENT = Decimal("0.01")
@@ -158,3 +161,78 @@ class AlertsForm(forms.ModelForm):
         if commit:
             profile.save()
         return profile
+
+
+STREAMED_CHOICES = [("", _("Any")), ("yes", _("Streamed")), ("no", _("Not streamed"))]
+
+
+class RequestLogForm(forms.Form):
+    """The request log's filters (GET). Dates are whole days in the reader's time zone."""
+
+    key = forms.TypedChoiceField(label=_("Key"), required=False, coerce=int, empty_value=None)
+    model = forms.CharField(
+        label=_("Model"),
+        required=False,
+        max_length=150,
+        widget=forms.TextInput(
+            attrs={"list": "models-used", "autocomplete": "off", "spellcheck": "false"}
+        ),
+    )
+    status = forms.ChoiceField(label=_("Status"), required=False)
+    streamed = forms.ChoiceField(label=_("Streamed"), required=False, choices=STREAMED_CHOICES)
+    # Bounded so that a day's midnight in any zone is a time the database can hold.
+    since = forms.DateField(
+        label=_("From"),
+        required=False,
+        validators=[MinValueValidator(date(2000, 1, 1)), MaxValueValidator(date(2999, 12, 31))],
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    until = forms.DateField(
+        label=_("To"),
+        required=False,
+        validators=[MinValueValidator(date(2000, 1, 1)), MaxValueValidator(date(2999, 12, 31))],
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    min_cost = forms.DecimalField(
+        label=_("Minimum cost (USD)"),
+        required=False,
+        min_value=Decimal(0),
+        max_digits=20,
+        decimal_places=9,
+        localize=False,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
+    )
+
+    def __init__(self, *args: Any, keys: list[tuple[int, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        key = self.fields["key"]
+        status = self.fields["status"]
+        assert isinstance(key, forms.ChoiceField) and isinstance(status, forms.ChoiceField)  # noqa: S101 - narrows for mypy
+        key.choices = [("", _("All keys")), *keys]
+        status.choices = [("", _("Any")), *UsageEvent.Status.choices]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            self.add_error("until", _("The end of the range is before its start."))
+        return data
+
+    def filters(self, zone: tzinfo) -> Filters:
+        """The cleaned filters, the days made into the zone's midnights (the end exclusive)."""
+        data = self.cleaned_data
+        since, until = data.get("since"), data.get("until")
+        streamed = {"yes": True, "no": False}.get(data.get("streamed") or "")
+        return Filters(
+            key=data.get("key"),
+            model=(data.get("model") or "").strip(),
+            status=data.get("status") or "",
+            streamed=streamed,
+            since=datetime.combine(since, time.min, tzinfo=zone) if since else None,
+            until=(
+                datetime.combine(until + timedelta(days=1), time.min, tzinfo=zone)
+                if until
+                else None
+            ),
+            min_cost=data.get("min_cost"),
+        )

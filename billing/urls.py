@@ -1,8 +1,11 @@
 from django.urls import path
 
-from . import views, webhooks
+from . import log_views, views, webhooks
 
 urlpatterns = [
+    path("usage/requests/", log_views.usage_requests, name="usage_requests"),
+    path("usage/requests/export.csv", log_views.usage_requests_csv, name="usage_requests_csv"),
+    path("usage/requests/<str:request_id>/", log_views.usage_request, name="usage_request"),
     path("billing/topup/", views.topup, name="billing_topup"),
     path("billing/topup/start/", views.topup_start, name="billing_topup_start"),
     path("billing/vouchers/redeem/", views.redeem_voucher, name="billing_redeem_voucher"),

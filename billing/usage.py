@@ -53,6 +53,7 @@ class Event:
     status: str
     http_status: int
     streamed: bool
+    finish_reason: str
     started_at: datetime
     duration_ms: int
     ttfb_ms: int | None
@@ -87,6 +88,8 @@ class Event:
             status=status if status in STATUSES else UsageEvent.Status.ERROR,
             http_status=int(raw.get("http_status", 200)),
             streamed=bool(raw.get("streamed", False)),
+            # (not in events spooled by a relay that did not report it: "")
+            finish_reason=str(raw.get("finish_reason") or "")[:32],
             started_at=datetime.fromtimestamp(float(raw["started_at"]), tz=UTC),
             duration_ms=max(0, int(raw.get("duration_ms", 0))),
             ttfb_ms=int(ttfb) if ttfb is not None else None,
@@ -245,6 +248,7 @@ _COLUMNS = (
     "status",
     "http_status",
     "streamed",
+    "finish_reason",
     "started_at",
     "duration_ms",
     "ttfb_ms",
@@ -258,6 +262,7 @@ _TYPES = {
     "provider": "varchar",
     "upstream_model": "varchar",
     "status": "varchar",
+    "finish_reason": "varchar",
     "cost": "numeric",
     "unbilled": "numeric",
     "estimated": "boolean",
@@ -319,6 +324,7 @@ def _row(
         e.status,
         e.http_status,
         e.streamed,
+        e.finish_reason,
         e.started_at,
         e.duration_ms,
         e.ttfb_ms,

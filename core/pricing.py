@@ -246,6 +246,73 @@ def split(
     return Split(left, cached, write, write_1h, input_audio, rest, reasoning, output_audio)
 
 
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One price type's part of a cost: ``quantity`` (tokens; requests; images; milliseconds
+    of audio) at ``rate`` (USD per 1M tokens; per request; per image; per second of audio)
+    comes to ``amount``, exact and unrounded."""
+
+    kind: str  # a per-token price's name (TOKEN_PRICES), or request, image, audio_second
+    quantity: int
+    rate: Decimal
+    amount: Decimal
+
+
+def lines(
+    price: Price,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    input_audio_tokens: int = 0,
+    output_audio_tokens: int = 0,
+    images: int = 0,
+    audio_ms: int = 0,
+    requests: int = 1,
+) -> list[Line]:
+    """What each price type charges, exact: :func:`cost` is their sum rounded once. Only the
+    types the request used are listed (a per-request price only where the model has one)."""
+    if min(images, audio_ms, requests) < 0:
+        raise ValueError("counts cannot be negative")
+    parts = split(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
+        cache_write_tokens=cache_write_tokens,
+        cache_write_1h_tokens=cache_write_1h_tokens,
+        reasoning_tokens=reasoning_tokens,
+        input_audio_tokens=input_audio_tokens,
+        output_audio_tokens=output_audio_tokens,
+    )
+    rates = price.rates(price.tier(prompt_tokens))
+    out = [
+        Line(kind, count, rate, count * rate / PER)
+        for kind, count, rate in (
+            ("input", parts.uncached, rates.input),
+            ("cached_input", parts.cached, rates.cached_input),
+            ("cache_write", parts.cache_write, rates.cache_write),
+            ("cache_write_1h", parts.cache_write_1h, rates.cache_write_1h),
+            ("input_audio", parts.input_audio, rates.input_audio),
+            ("output", parts.output, rates.output),
+            ("reasoning", parts.reasoning, rates.reasoning),
+            ("output_audio", parts.output_audio, rates.output_audio),
+        )
+        if count
+    ]
+    if requests and price.request:
+        out.append(Line("request", requests, price.request, requests * price.request))
+    if images:
+        out.append(Line("image", images, price.image, images * price.image))
+    if audio_ms:
+        out.append(
+            Line("audio_second", audio_ms, price.audio_second, audio_ms * price.audio_second / 1000)
+        )
+    return out
+
+
 def cost(
     price: Price,
     *,
@@ -261,36 +328,28 @@ def cost(
     audio_ms: int = 0,
     requests: int = 1,
 ) -> Decimal:
-    """USD, exact, rounded up to the nano-dollar (see the module docstring for the counts)."""
-    if min(images, audio_ms, requests) < 0:
-        raise ValueError("counts cannot be negative")
-    parts = split(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cached_tokens=cached_tokens,
-        cache_write_tokens=cache_write_tokens,
-        cache_write_1h_tokens=cache_write_1h_tokens,
-        reasoning_tokens=reasoning_tokens,
-        input_audio_tokens=input_audio_tokens,
-        output_audio_tokens=output_audio_tokens,
+    """USD, exact, rounded up to the nano-dollar (see the module docstring for the counts): the
+    sum of :func:`lines`, so the two can never disagree."""
+    total = sum(
+        (
+            line.amount
+            for line in lines(
+                price,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                cached_tokens=cached_tokens,
+                cache_write_tokens=cache_write_tokens,
+                cache_write_1h_tokens=cache_write_1h_tokens,
+                reasoning_tokens=reasoning_tokens,
+                input_audio_tokens=input_audio_tokens,
+                output_audio_tokens=output_audio_tokens,
+                images=images,
+                audio_ms=audio_ms,
+                requests=requests,
+            )
+        ),
+        Decimal(0),
     )
-    rates = price.rates(price.tier(prompt_tokens))
-    total = (
-        parts.uncached * rates.input
-        + parts.cached * rates.cached_input
-        + parts.cache_write * rates.cache_write
-        + parts.cache_write_1h * rates.cache_write_1h
-        + parts.input_audio * rates.input_audio
-        + parts.output * rates.output
-        + parts.reasoning * rates.reasoning
-        + parts.output_audio * rates.output_audio
-    ) / PER
-    if requests:
-        total += requests * price.request
-    if images:
-        total += images * price.image
-    if audio_ms:
-        total += audio_ms * price.audio_second / 1000
     return total.quantize(NANO, rounding=ROUND_CEILING)
 
 

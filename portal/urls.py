@@ -37,6 +37,7 @@ urlpatterns = [
     path("account/delete/", views.account_delete, name="account_delete"),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("api/v1/", include("billing.api_urls")),
     path("api/v1/", include("keys.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path(

@@ -25,6 +25,12 @@ class StreamTranslator(Protocol):
     finished: bool
     chunks: int
 
+    @property
+    def finish_reason(self) -> str:
+        """Why the answer ended, as the usage event records it (``UsageEvent.finish_reason``):
+        "" until the upstream says."""
+        ...
+
     def feed(self, data: bytes) -> bytes: ...
 
     def close(self) -> bytes: ...
@@ -49,7 +55,7 @@ class OpenAIPassthrough:
     chunk, as Mistral does) that usage is moved to a chunk of its own, or dropped, the same
     way."""
 
-    __slots__ = ("chunks", "finished", "parser", "reframe", "usage", "wants_usage")
+    __slots__ = ("chunks", "finish_reason", "finished", "parser", "reframe", "usage", "wants_usage")
 
     def __init__(self, wants_usage: bool, *, reframe: bool = False) -> None:
         self.wants_usage = wants_usage
@@ -57,6 +63,7 @@ class OpenAIPassthrough:
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
+        self.finish_reason = ""
         self.parser = SSEParser()
 
     def feed(self, data: bytes) -> bytes:
@@ -69,7 +76,12 @@ class OpenAIPassthrough:
                 continue
             if event.startswith(b"data: [DONE]"):
                 self.finished = True
-            elif b'"usage":{' in event or b'"usage": {' in event:
+                out.append(event)
+                continue
+            reason = openai_adapter.finish_reason_in(event)
+            if reason:
+                self.finish_reason = reason
+            if b'"usage":{' in event or b'"usage": {' in event:
                 start = event.find(b"{")
                 try:
                     payload = orjson.loads(event[start:])
@@ -111,6 +123,11 @@ class Exchange(Protocol):
     headers: dict[str, str]
     body: bytes
 
+    @property
+    def finish_reason(self) -> str:
+        """Of the whole answer, read by :meth:`response`."""
+        ...
+
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]: ...
 
     def translator(self) -> StreamTranslator: ...
@@ -136,6 +153,7 @@ class OpenAIToOpenAI:
         )
         self.wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self.reframe = not rules.stream_options
+        self.finish_reason = ""
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
         try:
@@ -144,7 +162,10 @@ class OpenAIToOpenAI:
             raise RelayError(
                 502, "The upstream sent an invalid response.", type="upstream_error"
             ) from None
-        return raw, openai_adapter.usage_of(payload) if isinstance(payload, dict) else None
+        if not isinstance(payload, dict):
+            return raw, None
+        self.finish_reason = openai_adapter.finish_reason_of(payload)
+        return raw, openai_adapter.usage_of(payload)
 
     def translator(self) -> StreamTranslator:
         return OpenAIPassthrough(self.wants_usage, reframe=self.reframe)
@@ -181,6 +202,7 @@ class AnthropicEventsToOpenAI:
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
+        self.finish_reason = ""
 
     def feed(self, data: bytes) -> bytes:
         return self._convert(self.parser.feed(data))
@@ -199,7 +221,12 @@ class AnthropicEventsToOpenAI:
             except orjson.JSONDecodeError:
                 continue
             if isinstance(data, dict):
-                out.extend(self.stream.feed(name or str(data.get("type", "")), data))
+                kind = name or str(data.get("type", ""))
+                if kind == "message_delta":
+                    delta = data.get("delta")
+                    if isinstance(delta, dict) and delta.get("stop_reason"):
+                        self.finish_reason = anthropic.recorded_finish_reason(delta["stop_reason"])
+                out.extend(self.stream.feed(kind, data))
         self.usage = self.stream.usage
         self.finished = self.stream.finished
         self.chunks = self.stream.chunks
@@ -220,9 +247,11 @@ class OpenAIToAnthropic:
         self.body = orjson.dumps(converted)
         self.model = str(body["model"])
         self.wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.finish_reason = ""
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
         payload = _json(raw)
+        self.finish_reason = anthropic.recorded_finish_reason(payload.get("stop_reason"))
         usage = payload.get("usage")
         converted = anthropic.anthropic_response_to_openai(payload, self.model)
         return orjson.dumps(converted), (
@@ -242,6 +271,7 @@ class OpenAIChunksToAnthropic:
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
+        self.finish_reason = ""
 
     def feed(self, data: bytes) -> bytes:
         return self._convert(self.parser.feed(data), final=False)
@@ -267,6 +297,9 @@ class OpenAIChunksToAnthropic:
                 usage = openai_adapter.usage_of(chunk)
                 if usage is not None:
                     self.usage = usage
+                reason = openai_adapter.finish_reason_of(chunk)
+                if reason:
+                    self.finish_reason = reason
                 out.extend(self.stream.feed(chunk))
         if final:
             out.extend(self.stream.finish())
@@ -292,9 +325,11 @@ class AnthropicToOpenAI:
         )
         self.model = str(body["model"])
         self.message_id = "msg_" + request_id.removeprefix("req_")
+        self.finish_reason = ""
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
         payload = _json(raw)
+        self.finish_reason = openai_adapter.finish_reason_of(payload)
         converted = anthropic.openai_response_to_anthropic(payload, self.model)
         return orjson.dumps(converted), openai_adapter.usage_of(payload)
 
@@ -310,6 +345,7 @@ class AnthropicPassthrough:
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
+        self.finish_reason = ""
 
     def feed(self, data: bytes) -> bytes:
         self._read(self.parser.feed(data))
@@ -334,6 +370,10 @@ class AnthropicPassthrough:
             self.usage = anthropic.anthropic_passthrough_usage(kind, data, self.usage)
             if kind == "content_block_delta":
                 self.chunks += 1
+            elif kind == "message_delta":
+                delta = data.get("delta")
+                if isinstance(delta, dict) and delta.get("stop_reason"):
+                    self.finish_reason = anthropic.recorded_finish_reason(delta["stop_reason"])
             elif kind == "message_stop":
                 self.finished = True
 
@@ -345,9 +385,12 @@ class AnthropicToAnthropic:
         self.url = f"{route['base_url']}/messages"
         self.headers = _anthropic_headers(route["api_key"])
         self.body = orjson.dumps({**body, "model": route["upstream_model"]})
+        self.finish_reason = ""
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
-        usage = _json(raw).get("usage")
+        payload = _json(raw)
+        self.finish_reason = anthropic.recorded_finish_reason(payload.get("stop_reason"))
+        usage = payload.get("usage")
         return raw, anthropic.usage_from_anthropic(usage) if isinstance(usage, dict) else None
 
     def translator(self) -> StreamTranslator:
@@ -366,6 +409,10 @@ class ChatChunksToResponses:
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
+
+    @property
+    def finish_reason(self) -> str:
+        return self.inner.finish_reason
 
     def feed(self, data: bytes) -> bytes:
         return self._convert(self.parser.feed(self.inner.feed(data)))
@@ -418,6 +465,10 @@ class ResponsesToChat:
         self.request = request
         self.model = str(request["model"])
         self.response_id = "resp_" + request_id.removeprefix("req_")
+
+    @property
+    def finish_reason(self) -> str:
+        return self.inner.finish_reason
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
         body, usage = self.inner.response(raw)

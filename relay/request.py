@@ -44,6 +44,7 @@ class Request:
         "client_net",
         "disconnected",
         "done",
+        "finish_reason",
         "held",
         "hold_nanos",
         "id",
@@ -89,6 +90,7 @@ class Request:
         self.disconnected = False
         self.stream = False
         self.chunks = 0
+        self.finish_reason = ""  # of a whole answer (a stream's is its translator's)
         self.prompt_estimate = 0
         self.tokens_counted = 0
         self.account: int = 0

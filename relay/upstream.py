@@ -180,6 +180,7 @@ class Upstream(ClientSide, Holds):
                     raw = await resp.read()
                     req.upstream_done = time.time()
                     body, usage = exchange.response(raw)
+                    req.finish_reason = exchange.finish_reason
                     deadline.reschedule(None)
                     # The answer does not wait for Redis's reply to the settle. The settle is
                     # sent in the loop's next step, before this relay can read the client's next
@@ -321,6 +322,7 @@ class Upstream(ClientSide, Holds):
         await self.settle(req, nanos, usage)
         req.held = False
         now = time.time()
+        translator = req.translator
         self.reporter.add(
             {
                 "request_id": req.id,
@@ -340,6 +342,9 @@ class Upstream(ClientSide, Holds):
                 "status": status,
                 "http_status": http_status,
                 "streamed": req.stream,
+                "finish_reason": (
+                    translator.finish_reason if translator is not None else req.finish_reason
+                ),
                 "started_at": req.started,
                 "duration_ms": int((now - req.started) * 1000),
                 "ttfb_ms": int((req.ttfb - req.started) * 1000) if req.ttfb else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,6 +19,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis import checks
 
+from billing import api_urls as billing_api_urls
+from billing import requestlog
 from catalog.models import Model, Provider
 from keys import api_urls
 from keys.services import issue_key, issue_management_key
@@ -68,6 +71,20 @@ schemathesis.openapi.format(
         timezones=st.just(UTC),
     ).map(lambda d: d.isoformat()),
 )
+# A cursor is signed for one account. Cases are drawn before the fixtures run (schemathesis's
+# coverage phase), so they are signed for account 0 here and for the signed-in account just
+# before each call (``before_call``).
+schemathesis.openapi.format(
+    "cursor",
+    st.builds(
+        lambda when, event_id, direction: requestlog.sign_cursor(0, when, event_id, direction),
+        st.datetimes(
+            min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+        ),
+        st.integers(1, 2**62),
+        st.sampled_from([requestlog.OLDER, requestlog.NEWER]),
+    ),
+)
 
 
 def _load_schema() -> Any:
@@ -81,6 +98,27 @@ def _load_schema() -> Any:
 schema = _load_schema()
 
 
+# The account the management key below belongs to: drawn cursors are re-signed for it.
+SIGNED_IN = {"account": 0}
+
+
+@schemathesis.hook
+def before_call(ctx: Any, case: Any, **kwargs: Any) -> None:
+    """A drawn cursor (signed for account 0) re-signed for the signed-in account, just before
+    the call (a hook, so that the test function, whose source seeds Hypothesis under the "ci"
+    profile, stays as it was); anything else as drawn."""
+    cursor = (case.query or {}).get("cursor")
+    if not isinstance(cursor, str):
+        return
+    try:
+        position = requestlog.read_cursor(SimpleNamespace(pk=0), cursor)  # type: ignore[arg-type]
+    except requestlog.BadCursor:
+        return
+    case.query["cursor"] = requestlog.sign_cursor(
+        SIGNED_IN["account"], position.started_at, position.id, position.direction
+    )
+
+
 @pytest.fixture
 def management_key(alice: Any) -> str:
     """A management key of alice's, whose account has two API keys to look at, in a catalog
@@ -92,6 +130,7 @@ def management_key(alice: Any) -> str:
         Model.objects.create(id=model_id, name=model_id, provider=provider, upstream_model="m")
     for name in ("first", "second"):
         issue_key(account=alice.account, name=name)
+    SIGNED_IN["account"] = alice.account.pk
     return issue_management_key(account=alice.account, name="schemathesis")[1]
 
 
@@ -136,7 +175,7 @@ def test_the_schema_holds_every_api_operation() -> None:
     and without valid signatures in tests/test_webhook_fuzz.py; nor the JSON 404 for the rest."""
     routes = {
         "/api/v1/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(pattern.pattern))
-        for pattern in api_urls.urlpatterns
+        for pattern in [*billing_api_urls.urlpatterns, *api_urls.urlpatterns]
         if pattern.name not in ("secret_scanning", None)
     }
     assert routes == set(schema.raw_schema["paths"])

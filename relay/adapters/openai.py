@@ -77,6 +77,35 @@ def usage_of(payload: dict[str, Any]) -> Usage | None:
     )
 
 
+def finish_reason_of(payload: dict[str, Any]) -> str:
+    """The first choice's ``finish_reason`` of an answer or chunk ("" when it has none)."""
+    choices = payload.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        reason = choices[0].get("finish_reason")
+        if isinstance(reason, str):
+            return reason[:32]
+    return ""
+
+
+_FINISH = b'"finish_reason":'
+
+
+def finish_reason_in(event: bytes) -> str:
+    """The ``finish_reason`` of a chunk passed through unparsed, read from its bytes ("" while
+    it is null): a search per event, so the stream's hot path parses nothing more."""
+    at = event.find(_FINISH)
+    while at >= 0:
+        start = at + len(_FINISH)
+        while event[start : start + 1] == b" ":
+            start += 1
+        if event[start : start + 1] == b'"':
+            end = event.find(b'"', start + 1)
+            if end > start:
+                return event[start + 1 : end][:32].decode("utf-8", "replace")
+        at = event.find(_FINISH, start)
+    return ""
+
+
 def error_message(raw: bytes) -> str:
     try:
         data = orjson.loads(raw)

@@ -23,7 +23,11 @@ Mappings that are not one to one (and why) are documented on each function.
 """
 
 from .chat_request import openai_request_to_anthropic
-from .chat_response import AnthropicStreamToOpenAI, anthropic_response_to_openai
+from .chat_response import (
+    AnthropicStreamToOpenAI,
+    anthropic_response_to_openai,
+    recorded_finish_reason,
+)
 from .errors import AnthropicError, from_relay_error
 from .messages_request import anthropic_request_to_openai, validate_anthropic_request
 from .messages_response import OpenAIStreamToAnthropic, openai_response_to_anthropic
@@ -39,6 +43,7 @@ __all__ = [
     "from_relay_error",
     "openai_request_to_anthropic",
     "openai_response_to_anthropic",
+    "recorded_finish_reason",
     "usage_from_anthropic",
     "validate_anthropic_request",
 ]

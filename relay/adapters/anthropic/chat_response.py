@@ -38,6 +38,16 @@ def _finish_reason(stop_reason: Any) -> str:
     return _FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
 
+def recorded_finish_reason(stop_reason: Any) -> str:
+    """An Anthropic ``stop_reason`` as the usage event records it: in OpenAI's words by the
+    table the chat translation uses, so one column reads the same for every provider; a word
+    the table does not know is kept as Anthropic said it (rather than guessed to ``stop``);
+    "" when there is none."""
+    if not isinstance(stop_reason, str) or not stop_reason:
+        return ""
+    return _FINISH_REASONS.get(stop_reason, stop_reason[:32])
+
+
 def anthropic_response_to_openai(
     resp: dict[str, Any], model: str, *, created: int | None = None
 ) -> dict[str, Any]:
