@@ -39,7 +39,9 @@ class UsageQuerySerializer(serializers.Serializer):
     )
     granularity = serializers.ChoiceField(choices=["day", "hour"], required=False, default="day")
     key = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
-    model = serializers.CharField(required=False, max_length=150)
+    model = serializers.CharField(
+        required=False, min_length=1, max_length=150, trim_whitespace=False
+    )
 
     def get_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = super().get_fields()
@@ -151,7 +153,9 @@ PARAMETERS = [
         description="Only this API key's usage (its id); 404 if the account has no such key.",
     ),
     OpenApiParameter(
-        "model", {"type": "string", "maxLength": 150}, description="Only this model's usage."
+        "model",
+        {"type": "string", "minLength": 1, "maxLength": 150, "pattern": "^[^\\u0000]+$"},
+        description="Only this model's usage (its id, as the usage rows name it).",
     ),
 ]
 

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis import checks
 
+from billing import api_urls as billing_api_urls
 from catalog.models import Model, Provider
 from keys import api_urls
 from keys.services import issue_key, issue_management_key
@@ -58,6 +59,19 @@ schemathesis.openapi.format(
         st.tuples(st.ip_addresses(v=4), st.integers(0, 32)).map(lambda t: f"{t[0]}/{t[1]}"),
         st.tuples(st.ip_addresses(v=6), st.integers(0, 128)).map(lambda t: f"{t[0]}/{t[1]}"),
     ),
+)
+# The usage API's range: a first day at most 180 days back and a last day after it, so that a
+# "valid" range is one the API takes (from <= to, at most 366 days, from 2000 on); and zones.
+schemathesis.openapi.format(
+    "range-start",
+    st.integers(91, 180).map(lambda n: (datetime.now(UTC) - timedelta(days=n)).date().isoformat()),
+)
+schemathesis.openapi.format(
+    "range-end",
+    st.integers(0, 90).map(lambda n: (datetime.now(UTC) - timedelta(days=n)).date().isoformat()),
+)
+schemathesis.openapi.format(
+    "time-zone", st.sampled_from(["UTC", "Europe/Paris", "Asia/Kolkata", "America/New_York"])
 )
 # The API's only date-time input is an expiry, which must lie in the future.
 schemathesis.openapi.format(
@@ -136,7 +150,7 @@ def test_the_schema_holds_every_api_operation() -> None:
     and without valid signatures in tests/test_webhook_fuzz.py; nor the JSON 404 for the rest."""
     routes = {
         "/api/v1/" + re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", str(pattern.pattern))
-        for pattern in api_urls.urlpatterns
+        for pattern in [*api_urls.urlpatterns, *billing_api_urls.urlpatterns]
         if pattern.name not in ("secret_scanning", None)
     }
     assert routes == set(schema.raw_schema["paths"])
