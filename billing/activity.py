@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from accounts.models import Account
@@ -176,8 +176,13 @@ def _grouped(
     queryset: QuerySet[Any], bucket: str | None, dims: Sequence[str]
 ) -> Iterator[tuple[Any, tuple[Any, ...], list[Any]]]:
     names = [name for name in (bucket, *dims) if name]
-    for row in queryset.values(*names).annotate(**_SUMS).order_by().iterator(chunk_size=5000):
-        yield (row[bucket] if bucket else None), tuple(row[d] for d in dims), _figures(row)
+    if not names:  # one row of sums (``values()`` of nothing would mean every column)
+        yield None, (), _figures(queryset.aggregate(**_SUMS))
+        return
+    width = len(names)
+    for row in queryset.values_list(*names).annotate(**_SUMS).order_by():
+        sums = [value if value is not None else 0 for value in row[width:]]
+        yield (row[0] if bucket else None), row[width - len(dims) : width], sums
 
 
 def sums(
@@ -212,19 +217,25 @@ def sums(
         put(bisect.bisect_right(anchor_days, day) - 1 if bucketed else 0, key, figures)
     # The corrections: the hourly rows between each boundary and its anchor, added to the bucket
     # before the boundary and taken from the bucket after it (F(b) − F(a) = ±H).
+    # The windows are named by their hours, so that the index is probed for those hours only
+    # (a few per day) rather than scanned across the range.
     windows: dict[date, tuple[int, int]] = {}  # UTC day of the window -> (boundary, sign)
-    window_q = Q()
+    window_hours: list[datetime] = []
     for i, (edge, anchor) in enumerate(zip(edges, anchors, strict=True)):
         if edge == anchor:
             continue
         low, high, sign = (anchor, edge, 1) if edge > anchor else (edge, anchor, -1)
         windows[low.date()] = (i, sign)
-        window_q |= Q(hour__gte=low, hour__lt=high)
-    if not windows:
+        hour = hour_of(low)
+        hour += timedelta(hours=1) if hour < low else timedelta(0)
+        while hour < high:
+            window_hours.append(hour)
+            hour += timedelta(hours=1)
+    if not window_hours:
         return out
     hourly = (
         scope.filter(HourlyUsage.objects)
-        .filter(window_q)
+        .filter(hour__in=window_hours)
         .annotate(utc_day=TruncDate("hour", tzinfo=UTC))
     )
     for day, key, figures in _grouped(hourly, "utc_day", dims):
@@ -300,10 +311,21 @@ def report(scope: Scope, period: Period, group_by: str, *, unknown: str = "—")
     """Everything the activity page shows: totals against the previous period, a series by
     bucket stacked by ``group_by`` and the breakdowns by key and by model."""
     names = key_names(scope.account)
-    current = totals(scope, period)
     before = totals(scope, period.previous())
     dim = DIMENSIONS.get(group_by)
     series = sums(scope, period, (dim,) if dim else ())
+    # The totals and the breakdown by the grouped dimension are the series summed: the same
+    # rows, without reading them again.
+    current = zero()
+    per_group: dict[tuple[int, tuple[Any, ...]], list[Any]] = {}
+    for (_index, key), figures in series.items():
+        add_to(current, figures)
+        add_to(per_group.setdefault((0, key), zero()), figures)
+
+    def breakdown(by: str) -> list[dict[str, Any]]:
+        found = per_group if by == dim else sums(scope, period, (by,), bucketed=False)
+        return _breakdown(found, by, names, unknown)
+
     group_cost: dict[Any, Decimal] = {}
     buckets: list[dict[str, Any]] = [
         {"label": label, "figures": zero(), "groups": {}} for label in period.labels
@@ -328,12 +350,8 @@ def report(scope: Scope, period: Period, group_by: str, *, unknown: str = "—")
         changes={name: change(a, b) for name, a, b in zip(FIGURES, current, before, strict=True)},
         buckets=buckets,
         groups=groups,
-        by_key=_breakdown(
-            sums(scope, period, ("key_id",), bucketed=False), "key_id", names, unknown
-        ),
-        by_model=_breakdown(
-            sums(scope, period, ("model_id",), bucketed=False), "model_id", names, unknown
-        ),
+        by_key=breakdown("key_id"),
+        by_model=breakdown("model_id"),
     )
 
 

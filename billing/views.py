@@ -17,13 +17,14 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html_join
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Account
 from accounts.selectors import account_of
 from accounts.timezones import BROWSER_COOKIE, zone_of
-from lib.money import usd
+from lib.money import text_formatter, usd
 
 from . import activity, alerts, ledger, receipts, topups, vouchers
 from .accounts import SIGNUP_REFERENCE, profile_of
@@ -97,6 +98,19 @@ def _chart(report: activity.Report) -> dict[str, Any]:
     }
 
 
+def _figure_columns() -> list[tuple[str, str, str]]:
+    """(figure, test id, label) of the activity page's figures, in their order."""
+    return [
+        ("cost", "spend", _("Spend")),
+        ("requests", "requests", _("Requests")),
+        ("errors", "errors", _("Errors")),
+        ("prompt_tokens", "input-tokens", _("Input tokens")),
+        ("completion_tokens", "output-tokens", _("Output tokens")),
+        ("cached_tokens", "cached-tokens", _("Cached tokens")),
+        ("reasoning_tokens", "reasoning-tokens", _("Reasoning tokens")),
+    ]
+
+
 @login_required
 @require_GET
 def usage(request: HttpRequest) -> HttpResponse:
@@ -120,31 +134,60 @@ def usage(request: HttpRequest) -> HttpResponse:
         shown.scope(account), shown.period(), data["group_by"], unknown=_("Unknown")
     )
     key_name = activity.key_names(account).get(data["key"]) if data["key"] else None
-    # Drill-down: a breakdown row narrows everything to its key or model.
-    for row in report.by_key:
-        row["url"] = "?" + _query(request, key=row["value"]) if row["value"] is not None else ""
-    for row in report.by_model:
-        row["url"] = "?" + _query(request, model=row["value"])
+    # Figures are formatted here, with the language's separators read once: a 90-day table has
+    # some two thousand of them.
+    text = text_formatter()
     figures = [
         {
-            "name": name,
             "testid": testid,
             "label": label,
             "money": name == "cost",
-            "value": report.totals[name],
-            "previous": report.previous[name],
+            "value": text(report.totals[name]),
+            "plain": str(report.totals[name]),
+            "previous": text(report.previous[name]),
             "change": report.changes[name],
         }
-        for name, testid, label in (
-            ("cost", "spend", _("Spend")),
-            ("requests", "requests", _("Requests")),
-            ("errors", "errors", _("Errors")),
-            ("prompt_tokens", "input-tokens", _("Input tokens")),
-            ("completion_tokens", "output-tokens", _("Output tokens")),
-            ("cached_tokens", "cached-tokens", _("Cached tokens")),
-            ("reasoning_tokens", "reasoning-tokens", _("Reasoning tokens")),
-        )
+        for name, testid, label in _figure_columns()
     ]
+    columns = _figure_columns()
+    grouped = report.group_by != "none"
+    table = [
+        {
+            "label": bucket["label"],
+            "plain": usd(bucket["figures"]["cost"]),
+            # A row's figure cells at once: a 90-day table by model has some 1,700 of them.
+            "cells": format_html_join(
+                "",
+                '<td class="num" data-figure="{}">{}</td>',
+                [(testid, text(bucket["figures"][name])) for name, testid, _l in columns]
+                + ([("group-spend", text(cost)) for cost in bucket["by_group"]] if grouped else []),
+            ),
+        }
+        for bucket in report.buckets
+    ]
+    totals = [(testid, text(report.totals[name])) for name, testid, _l in columns]
+    breakdowns = []
+    for title, rows, testid, dim, param in (
+        (_("By model"), report.by_model, "by-model", "model", "model"),
+        (_("By key"), report.by_key, "by-key", "key", "key"),
+    ):
+        shown_rows = [
+            {
+                "label": row["label"],
+                # Drill-down: a row narrows everything to its model or key.
+                "url": "?" + _query(request, **{param: row["value"]})
+                if row["value"] is not None
+                else "",
+                "spend": text(row["figures"]["cost"]),
+                "plain": usd(row["figures"]["cost"]),
+                "requests": text(row["figures"]["requests"]),
+                "errors": text(row["figures"]["errors"]),
+                "tokens_in": text(row["figures"]["prompt_tokens"]),
+                "tokens_out": text(row["figures"]["completion_tokens"]),
+            }
+            for row in rows
+        ]
+        breakdowns.append((title, shown_rows, testid, dim))
     return render(
         request,
         "billing/usage.html",
@@ -154,11 +197,11 @@ def usage(request: HttpRequest) -> HttpResponse:
             "data": data,
             "report": report,
             "figures": figures,
+            "table": table,
+            "totals": totals,
+            "total_plain": usd(report.totals["cost"]),
             "chart": _chart(report),
-            "breakdowns": [
-                (_("By model"), report.by_model, "by-model", "model"),
-                (_("By key"), report.by_key, "by-key", "key"),
-            ],
+            "breakdowns": breakdowns,
             "zone": shown.zone.key,
             "key_name": key_name,
             "query": _query(request),
