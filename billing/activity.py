@@ -62,6 +62,7 @@ DIMENSIONS = {"key": "key_id", "model": "model_id", "provider": "provider"}
 GROUPS = ("model", "key", "provider", "none")
 MAX_DAYS = 366
 HALF_DAY = timedelta(hours=12)
+HOUR_LABEL = "%Y-%m-%d %H:%M"
 
 
 def zero() -> list[Any]:
@@ -125,7 +126,7 @@ def hours(start: datetime, end: datetime, zone: ZoneInfo) -> Period:
     boundaries = [first]
     while boundaries[-1] < end:
         boundaries.append(boundaries[-1] + timedelta(hours=1))
-    labels = tuple(b.astimezone(zone).strftime("%Y-%m-%d %H:%M") for b in boundaries[:-1])
+    labels = tuple(b.astimezone(zone).strftime(HOUR_LABEL) for b in boundaries[:-1])
     return Period(tuple(boundaries), labels, "hour", zone)
 
 
@@ -359,6 +360,25 @@ def export_rows(scope: Scope, period: Period) -> Iterable[list[Any]]:
     """The rollups of ``period`` by bucket × key × model × provider, in bucket order: the rows
     of the CSV export (bucket label, key id, key name, model, provider, figures)."""
     names = key_names(scope.account)
+    if period.granularity == "hour":
+        # An hourly row is already one hour × key × model × provider: streamed from the
+        # database as it comes, in hour order, whatever the length of the range.
+        rows = (
+            scope.filter(HourlyUsage.objects)
+            .filter(hour__gte=period.start, hour__lt=period.end)
+            .order_by("hour", "key_id", "model_id", "provider")
+            .values_list("hour", "key_id", "model_id", "provider", *FIGURES)
+        )
+        for hour, key_id, model_id, provider, *figures in rows.iterator(chunk_size=2000):
+            yield [
+                hour.astimezone(period.zone).strftime(HOUR_LABEL),
+                "" if key_id is None else key_id,
+                names.get(key_id, "") if key_id is not None else "",
+                model_id,
+                provider,
+                *figures,
+            ]
+        return
     found = sums(scope, period, ("key_id", "model_id", "provider"))
     for (index, (key_id, model_id, provider)), figures in sorted(
         found.items(), key=lambda item: (item[0][0], item[0][1][0] or 0, *item[0][1][1:])

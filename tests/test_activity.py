@@ -178,6 +178,12 @@ def test_it_reads_exactly_what_the_raw_events_add_up_to(people: dict[str, Any], 
     assert activity.totals(scope, previous) == (
         expected(previous, account.pk, (), bucketed=False).get((0, ()), activity.zero())
     )
+    # The export's rows (streamed straight from the hourly rows, by hour) add up the same.
+    exported = list(activity.export_rows(scope, period))
+    assert sum((row[-1] for row in exported), Decimal(0)) == sum(
+        (f[-1] for f in expected(period, account.pk, ()).values()), Decimal(0)
+    )
+    assert len({tuple(row[:5]) for row in exported}) == len(exported)
     narrowed = activity.Scope(account, keys[0], "m-small")
     assert activity.sums(narrowed, period, ("provider",)) == expected(
         period, account.pk, ("provider",), key_id=keys[0], model_id="m-small"
