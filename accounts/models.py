@@ -48,6 +48,9 @@ class User(AbstractUser):
     language = models.CharField(
         _("language"), max_length=10, blank=True, choices=settings.LANGUAGES
     )
+    # An IANA zone name (accounts/timezones.py) in which their pages count days; empty: the
+    # browser's zone where it says one, else UTC.
+    time_zone = models.CharField(_("time zone"), max_length=64, blank=True)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []

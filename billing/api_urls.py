@@ -3,11 +3,12 @@ pattern answers every other path with a JSON 404)."""
 
 from django.urls import path
 
-from . import api
+from . import api, api_activity
 
 urlpatterns = [
     path("usage/requests/", api.requests_list, name="api_usage_requests"),
     path("usage/requests/export.csv", api.requests_csv, name="api_usage_requests_csv"),
     path("usage/requests/<str:request_id>/", api.request_detail, name="api_usage_request"),
     path("balance/", api.balance, name="api_balance"),
+    path("usage/", api_activity.usage, name="api_usage"),
 ]

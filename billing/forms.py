@@ -9,6 +9,9 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils.translation import gettext_lazy as _
 
+from keys.models import ApiKey
+
+from . import activity
 from .models import BillingProfile, UsageEvent
 from .requestlog import Filters
 from .topups import TopupError, enabled_providers, validate_amount
@@ -236,3 +239,102 @@ class RequestLogForm(forms.Form):
             ),
             min_cost=data.get("min_cost"),
         )
+
+
+class ActivityForm(forms.Form):
+    """The activity page's (and its export's) range and filters, from the query string. Bad
+    values are form errors, never a server error; ``from`` and ``to`` are dates in the reader's
+    zone, both included."""
+
+    DAYS = {"7d": 7, "30d": 30, "90d": 90}
+
+    range = forms.ChoiceField(
+        label=_("Range"),
+        required=False,
+        choices=[
+            ("24h", _("Last 24 hours")),
+            ("7d", _("Last 7 days")),
+            ("30d", _("Last 30 days")),
+            ("90d", _("Last 90 days")),
+            ("custom", _("Custom dates")),
+        ],
+    )
+    group_by = forms.ChoiceField(
+        label=_("Group by"),
+        required=False,
+        choices=[
+            ("model", _("Model")),
+            ("key", _("Key")),
+            ("provider", _("Provider")),
+            ("none", _("Nothing")),
+        ],
+    )
+    key = forms.TypedChoiceField(label=_("Key"), required=False, coerce=int, empty_value=None)
+    model = forms.CharField(label=_("Model"), required=False, max_length=150)
+    granularity = forms.ChoiceField(
+        label=_("Rows by"),
+        required=False,
+        choices=[("day", _("Day")), ("hour", _("Hour"))],
+    )
+
+    def __init__(self, *args: Any, account: Any, zone: Any, now: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.zone = zone
+        self.now = now
+        date_input = {"type": "date"}
+        # "from" is a Python keyword: the two date fields are added here under their URL names.
+        self.fields["from"] = forms.DateField(
+            label=_("From"), required=False, widget=forms.DateInput(date_input, format="%Y-%m-%d")
+        )
+        self.fields["to"] = forms.DateField(
+            label=_("To"), required=False, widget=forms.DateInput(date_input, format="%Y-%m-%d")
+        )
+        keys = account.api_keys.order_by("name", "pk").values_list("pk", "name", "status")
+        statuses = dict(ApiKey.Status.choices)
+        key_field: Any = self.fields["key"]
+        key_field.choices = [("", _("All keys"))] + [
+            (pk, name if status == ApiKey.Status.ACTIVE else f"{name} ({statuses[status]})")
+            for pk, name, status in keys
+        ]
+        self.order_fields(["range", "from", "to", "group_by", "key", "model", "granularity"])
+
+    def clean_model(self) -> str | None:
+        value: str = self.cleaned_data.get("model") or ""
+        return value.strip() or None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        first, last = data.get("from"), data.get("to")
+        chosen = data.get("range") or ("custom" if first or last else "30d")
+        data["range"] = chosen
+        data["group_by"] = data.get("group_by") or "model"
+        data["granularity"] = data.get("granularity") or "day"
+        today = self.now.astimezone(self.zone).date()
+        if chosen == "custom":
+            if not first or not last:
+                raise forms.ValidationError(_("Give both dates of a custom range."))
+            if first > last:
+                raise forms.ValidationError(_("The first date is after the last."))
+            if (last - first).days + 1 > activity.MAX_DAYS:
+                raise forms.ValidationError(
+                    _("A range is at most %(days)d days long."), params={"days": activity.MAX_DAYS}
+                )
+            if first.year < 2000 or last > today + timedelta(days=1):
+                raise forms.ValidationError(_("Choose dates between 2000 and today."))
+        return data
+
+    def period(self) -> activity.Period:
+        data = self.cleaned_data
+        chosen = data["range"]
+        today = self.now.astimezone(self.zone).date()
+        if chosen == "24h":
+            return activity.last_hours(self.now, self.zone)
+        if chosen == "custom":
+            first, last = data["from"], data["to"]
+        else:
+            last = today
+            first = today - timedelta(days=self.DAYS[chosen] - 1)
+        return activity.days(first, last, self.zone, data["granularity"])
+
+    def scope(self, account: Any) -> activity.Scope:
+        return activity.Scope(account, self.cleaned_data["key"], self.cleaned_data["model"])

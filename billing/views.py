@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import csv
+import io
 import logging
-from datetime import timedelta
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -10,25 +12,34 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html_join
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Account
 from accounts.selectors import account_of
+from accounts.timezones import BROWSER_COOKIE, zone_of
+from lib.money import text_formatter, usd
 
-from . import alerts, ledger, receipts, topups, vouchers
+from . import activity, alerts, ledger, receipts, topups, vouchers
 from .accounts import SIGNUP_REFERENCE, profile_of
-from .forms import AlertsForm, BillingDetailsForm, ConfirmTopupForm, TopupForm, VoucherForm
-from .models import DailyUsage, LedgerEntry, Payment, UsageEvent, Voucher
+from .forms import (
+    ActivityForm,
+    AlertsForm,
+    BillingDetailsForm,
+    ConfirmTopupForm,
+    TopupForm,
+    VoucherForm,
+)
+from .models import LedgerEntry, Payment, Voucher
 from .providers.base import ProviderError
 
 log = logging.getLogger(__name__)
-
-CHART_DAYS = 30
 
 
 def _page(request: HttpRequest, queryset, per_page: int = 50):  # type: ignore[no-untyped-def]
@@ -40,35 +51,208 @@ def _payment(request: HttpRequest, uuid: Any) -> Payment:
     return get_object_or_404(Payment, uuid=uuid, account=account_of(request.user))
 
 
-@login_required
-def usage(request: HttpRequest) -> HttpResponse:
-    account = account_of(request.user)
-    today = timezone.now().date()
-    start = today - timedelta(days=CHART_DAYS - 1)
-    daily: dict[str, Decimal] = {
-        (start + timedelta(days=i)).isoformat(): Decimal(0) for i in range(CHART_DAYS)
-    }
-    for row in DailyUsage.objects.filter(account=account, day__gte=start).values("day", "cost"):
-        daily[row["day"].isoformat()] += row["cost"]
-    chart = {
+CHART_SERIES = 9  # groups drawn one by one in the chart; the rest stack as "Other"
+
+
+def _activity_form(request: HttpRequest, account: Account) -> ActivityForm:
+    """The range and filters of the query string (30 days by model when none), in the reader's
+    time zone."""
+    zone = zone_of(request.user, request.COOKIES.get(BROWSER_COOKIE))
+    return ActivityForm(request.GET, account=account, zone=zone, now=timezone.now())
+
+
+def _query(request: HttpRequest, **changes: Any) -> str:
+    """The current query string with ``changes`` (None drops a parameter)."""
+    query = request.GET.copy()
+    for name, value in changes.items():
+        query.pop(name, None)
+        if value is not None:
+            query[name] = str(value)
+    return query.urlencode()
+
+
+def _chart(report: activity.Report) -> dict[str, Any]:
+    """Spend by bucket, stacked by group (the table alternative holds the same figures)."""
+    datasets = [
+        {
+            "label": group["label"] or _("Spend (USD)"),
+            "data": [str(b["by_group"][i]) for b in report.buckets],
+        }
+        for i, group in enumerate(report.groups[:CHART_SERIES])
+    ]
+    if len(report.groups) > CHART_SERIES:
+        datasets.append(
+            {
+                "label": _("Other"),
+                "data": [
+                    str(sum(b["by_group"][CHART_SERIES:], Decimal(0))) for b in report.buckets
+                ],
+            }
+        )
+    return {
         "type": "bar",
+        "stacked": True,
         "yLabel": "USD",
-        "labels": list(daily),
-        "datasets": [{"label": "Spend (USD)", "data": [str(v) for v in daily.values()]}],
+        "labels": list(report.period.labels),
+        "datasets": datasets,
     }
-    events = (
-        UsageEvent.objects.filter(account=account).select_related("key").order_by("-started_at")
+
+
+def _figure_columns() -> list[tuple[str, str, str]]:
+    """(figure, test id, label) of the activity page's figures, in their order."""
+    return [
+        ("cost", "spend", _("Spend")),
+        ("requests", "requests", _("Requests")),
+        ("errors", "errors", _("Errors")),
+        ("prompt_tokens", "input-tokens", _("Input tokens")),
+        ("completion_tokens", "output-tokens", _("Output tokens")),
+        ("cached_tokens", "cached-tokens", _("Cached tokens")),
+        ("reasoning_tokens", "reasoning-tokens", _("Reasoning tokens")),
+    ]
+
+
+@login_required
+@require_GET
+def usage(request: HttpRequest) -> HttpResponse:
+    """The activity page (issue 14): spend, tokens and requests over a range in the reader's
+    zone, against the period before, stacked by model, key or provider, narrowed by key and
+    model. Read from the rollups only (billing.activity)."""
+    account = account_of(request.user)
+    form = _activity_form(request, account)
+    status = 200
+    if form.is_valid():
+        shown = form
+    else:
+        # The errors are shown above the default figures (30 days, all keys and models).
+        status = 400
+        shown = ActivityForm({}, account=account, zone=form.zone, now=form.now)
+        shown.is_valid()
+    data = shown.cleaned_data
+    if data["range"] != "24h":
+        data["granularity"] = "day"
+    report = activity.report(
+        shown.scope(account), shown.period(), data["group_by"], unknown=_("Unknown")
     )
+    key_name = activity.key_names(account).get(data["key"]) if data["key"] else None
+    # Figures are formatted here, with the language's separators read once: a 90-day table has
+    # some two thousand of them.
+    text = text_formatter()
+    figures = [
+        {
+            "testid": testid,
+            "label": label,
+            "money": name == "cost",
+            "value": text(report.totals[name]),
+            "plain": str(report.totals[name]),
+            "previous": text(report.previous[name]),
+            "change": report.changes[name],
+        }
+        for name, testid, label in _figure_columns()
+    ]
+    columns = _figure_columns()
+    grouped = report.group_by != "none"
+    table = [
+        {
+            "label": bucket["label"],
+            "plain": usd(bucket["figures"]["cost"]),
+            # A row's figure cells at once: a 90-day table by model has some 1,700 of them.
+            "cells": format_html_join(
+                "",
+                '<td class="num" data-figure="{}">{}</td>',
+                [(testid, text(bucket["figures"][name])) for name, testid, _l in columns]
+                + ([("group-spend", text(cost)) for cost in bucket["by_group"]] if grouped else []),
+            ),
+        }
+        for bucket in report.buckets
+    ]
+    totals = [(testid, text(report.totals[name])) for name, testid, _l in columns]
+    breakdowns = []
+    for title, rows, testid, dim, param in (
+        (_("By model"), report.by_model, "by-model", "model", "model"),
+        (_("By key"), report.by_key, "by-key", "key", "key"),
+    ):
+        shown_rows = [
+            {
+                "label": row["label"],
+                # Drill-down: a row narrows everything to its model or key.
+                "url": "?" + _query(request, **{param: row["value"]})
+                if row["value"] is not None
+                else "",
+                "spend": text(row["figures"]["cost"]),
+                "plain": usd(row["figures"]["cost"]),
+                "requests": text(row["figures"]["requests"]),
+                "errors": text(row["figures"]["errors"]),
+                "tokens_in": text(row["figures"]["prompt_tokens"]),
+                "tokens_out": text(row["figures"]["completion_tokens"]),
+            }
+            for row in rows
+        ]
+        breakdowns.append((title, shown_rows, testid, dim))
     return render(
         request,
         "billing/usage.html",
         {
             "nav": "usage",
-            "chart": chart,
-            "page": _page(request, events),
-            "total_30d": sum(daily.values(), Decimal(0)),
+            "form": form,
+            "data": data,
+            "report": report,
+            "figures": figures,
+            "table": table,
+            "totals": totals,
+            "total_plain": usd(report.totals["cost"]),
+            "chart": _chart(report),
+            "breakdowns": breakdowns,
+            "zone": shown.zone.key,
+            "key_name": key_name,
+            "query": _query(request),
+            "clear_key": _query(request, key=None),
+            "clear_model": _query(request, model=None),
         },
+        status=status,
     )
+
+
+@login_required
+@require_GET
+def usage_export(request: HttpRequest) -> HttpResponseBase:
+    """The rollups of the selected range and filters as CSV, by day (or ``granularity=hour``)
+    × key × model × provider, money as exact decimal strings; streamed, the header first."""
+    account = account_of(request.user)
+    form = _activity_form(request, account)
+    if not form.is_valid():
+        return HttpResponse(
+            "\n".join(str(m) for errors in form.errors.values() for m in errors),
+            status=400,
+            content_type="text/plain; charset=utf-8",
+        )
+    scope, period = form.scope(account), form.period()
+    bucket = "hour" if period.granularity == "hour" else "day"
+
+    def lines() -> Iterator[str]:
+        # The header alone first, so that the download starts before the rollups are read;
+        # then the rows a thousand at a time.
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(
+            [bucket, "key_id", "key_name", "model", "provider", *activity.FIGURES[:-1], "cost_usd"]
+        )
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        for n, row in enumerate(activity.export_rows(scope, period), start=1):
+            row[-1] = usd(row[-1])
+            writer.writerow(row)
+            if n % 1000 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    first = period.labels[0][:10] if period.labels else ""
+    last = period.labels[-1][:10] if period.labels else ""
+    response["Content-Disposition"] = f'attachment; filename="usage-{first}-{last}-{bucket}.csv"'
+    return response
 
 
 def _ledger_rows(entries: list[LedgerEntry]) -> list[dict[str, Any]]:

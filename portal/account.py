@@ -76,6 +76,7 @@ def export(user: User) -> Iterator[str]:
         "account": {
             "email": user.email,
             "name": user.name,
+            "time_zone": user.time_zone,
             "date_joined": user.date_joined,
             "email_addresses": list(
                 EmailAddress.objects.filter(user=user).values("email", "verified", "primary")
@@ -119,6 +120,7 @@ def delete(user: User) -> None:
     _delete_related(user)
     user.email = f"deleted-{user.pk}@deleted.invalid"
     user.name = ""
+    user.time_zone = ""  # where they are, roughly: personal too
     user.password = make_password(None)
     user.is_active = False
     user.is_staff = False

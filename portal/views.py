@@ -16,8 +16,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from accounts.emails import lookup_key
+from accounts.forms import TimeZoneForm
 from accounts.models import User
 from accounts.selectors import account_of
+from accounts.timezones import BROWSER_COOKIE, zone_of
 from billing import ledger
 from billing.models import DailyUsage, UsageEvent
 from catalog.models import Model
@@ -108,3 +110,25 @@ def account_delete(request: HttpRequest) -> HttpResponse:
     logout(request)
     messages.success(request, _("Your account is deleted and every key is revoked."))
     return redirect("home")
+
+
+@login_required
+def account_time_zone(request: HttpRequest) -> HttpResponse:
+    """Their time zone for the activity page, the export and the usage API (issue 14)."""
+    user = _user(request)
+    browser_zone = request.COOKIES.get(BROWSER_COOKIE, "")
+    form = TimeZoneForm(request.POST or None, instance=user, browser_zone=browser_zone)
+    if request.method == "POST":
+        if form.is_valid():
+            form.save()
+            messages.success(request, _("Time zone saved."))
+            return redirect("account_time_zone")
+        status = 400
+    else:
+        status = 200
+    return render(
+        request,
+        "portal/time_zone.html",
+        {"nav": "account", "form": form, "zone": zone_of(user, browser_zone).key},
+        status=status,
+    )

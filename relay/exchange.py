@@ -494,6 +494,7 @@ class FimChunksToCompletions:
         self.usage: Usage | None = None
         self.finished = False
         self.chunks = 0
+        self.finish_reason = ""
 
     def feed(self, data: bytes) -> bytes:
         return self._convert(self.parser.feed(data))
@@ -515,6 +516,9 @@ class FimChunksToCompletions:
             except orjson.JSONDecodeError:
                 continue
             if isinstance(chunk, dict):
+                reason = openai_adapter.finish_reason_of(chunk)
+                if reason:
+                    self.finish_reason = completions.FINISH_REASONS.get(reason, reason)
                 out.extend(self.stream.feed(chunk))
         self.usage = self.stream.usage
         self.finished = self.stream.finished
@@ -538,9 +542,12 @@ class CompletionsToFim:
         self.model = str(body["model"])
         self.completion_id = "cmpl-" + request_id.removeprefix("req_")
         self.wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        self.finish_reason = ""
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
         payload = _json(raw)
+        reason = openai_adapter.finish_reason_of(payload)
+        self.finish_reason = completions.FINISH_REASONS.get(reason, reason)
         converted = completions.fim_response_to_completion(payload, self.model, self.completion_id)
         return orjson.dumps(converted), openai_adapter.usage_of(payload)
 

@@ -62,6 +62,19 @@ schemathesis.openapi.format(
         st.tuples(st.ip_addresses(v=6), st.integers(0, 128)).map(lambda t: f"{t[0]}/{t[1]}"),
     ),
 )
+# The usage API's range: a first day at most 180 days back and a last day after it, so that a
+# "valid" range is one the API takes (from <= to, at most 366 days, from 2000 on); and zones.
+schemathesis.openapi.format(
+    "range-start",
+    st.integers(91, 180).map(lambda n: (datetime.now(UTC) - timedelta(days=n)).date().isoformat()),
+)
+schemathesis.openapi.format(
+    "range-end",
+    st.integers(0, 90).map(lambda n: (datetime.now(UTC) - timedelta(days=n)).date().isoformat()),
+)
+schemathesis.openapi.format(
+    "time-zone", st.sampled_from(["UTC", "Europe/Paris", "Asia/Kolkata", "America/New_York"])
+)
 # The API's only date-time input is an expiry, which must lie in the future.
 schemathesis.openapi.format(
     "date-time",

@@ -70,10 +70,11 @@ def test_the_whole_journey(
 
     # The usage page shows the request and its exact cost.
     page.get_by_role("link", name="Usage", exact=True).first.click()
-    table = page.get_by_test_id("usage-table")
+    expect(page.locator("canvas[data-chart]")).to_be_visible()
+    page.get_by_test_id("request-log-link").click()
+    table = page.get_by_test_id("log-table")
     expect(table).to_contain_text("mistral-small")
     expect(table.get_by_test_id("cost").first).to_contain_text(_usd(event.cost))
-    expect(page.locator("canvas[data-chart]")).to_be_visible()
 
     # Revoke the key in the browser; the relay refuses it within a second.
     page.get_by_role("link", name="Keys", exact=True).first.click()

@@ -130,8 +130,10 @@ def test_french_all_the_way(page: Page, live_server: Any, settings: Any) -> None
         ]
     )
     page.goto(f"{base}/usage/")
-    expect(page.get_by_test_id("usage-table")).to_contain_text("0,0012345")
     check("usage")
+    page.goto(f"{base}/usage/requests/")
+    expect(page.get_by_test_id("log-table")).to_contain_text("0,0012345")
+    check("usage_requests")
 
     left = {where: found for where, found in seen.items() if found}
     assert not left, f"English on French pages: {left}"

@@ -14,6 +14,10 @@
  *   <form data-disable-on-submit>
  *       disables its submit buttons once submitted (no double top-ups).
  *   htmx requests carry the X-CSRFToken header, read from <meta name="csrf-token">.
+ *   <tr data-href="?model=x"> (a breakdown row on the activity page)
+ *       a click anywhere in the row follows its link (the row's own <a> works without JS).
+ *   The browser's time zone (Intl) is kept in the tp_tz cookie: the portal counts days in it
+ *       for people who chose none (accounts/timezones.py).
  */
 (function () {
   "use strict";
@@ -280,7 +284,29 @@
     }, 0);
   });
 
-  /* ---------- (d) htmx: CSRF header ---------- */
+  /* ---------- (d) clickable rows, the browser's time zone ---------- */
+
+  document.addEventListener("click", function (event) {
+    var row = event.target.closest("tr[data-href]");
+    if (!row || event.target.closest("a, button, input, select, textarea")) return;
+    window.location.href = row.getAttribute("data-href");
+  });
+
+  function rememberTimeZone() {
+    var zone = "";
+    try {
+      zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+    } catch (e) {
+      zone = "";
+    }
+    if (!zone || !/^[A-Za-z0-9_+\-\/]{1,64}$/.test(zone)) return;
+    var match = document.cookie.match(/(?:^|;\s*)tp_tz=([^;]+)/);
+    if (match && decodeURIComponent(match[1]) === zone) return;
+    document.cookie = "tp_tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; SameSite=Lax" +
+      (window.location.protocol === "https:" ? "; Secure" : "");
+  }
+
+  /* ---------- (e) htmx: CSRF header ---------- */
 
   function boot() {
     document.body.addEventListener("htmx:configRequest", function (event) {
@@ -290,6 +316,7 @@
     // Charts in content swapped in by htmx.
     document.body.addEventListener("htmx:load", function (event) { initCharts(event.target); });
     initCharts(document);
+    rememberTimeZone();
   }
 
   if (document.readyState === "loading") {
