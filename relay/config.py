@@ -93,6 +93,9 @@ class Config:
     redis_connections: int = 64
     # When set, GET /metrics wants "Authorization: Bearer <token>" (see relay.metrics).
     metrics_token: str = ""
+    # How long a conversation keeps to the route that answered it since its last request, in
+    # seconds; 0: no sticky routes (see relay.sticky).
+    sticky_ttl: int = 300
     # Route health: each route's circuit breaker (see relay.breaker; TP_BREAKER_*).
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     extra: dict[str, str] = field(default_factory=dict)
@@ -127,5 +130,6 @@ class Config:
                 p.strip() for p in os.environ.get("TP_TRUSTED_PROXIES", "").split(",") if p.strip()
             ),
             metrics_token=os.environ.get("TP_METRICS_TOKEN", ""),
+            sticky_ttl=int(os.environ.get("TP_STICKY_ROUTE_TTL", 300)),
             breaker=_breaker(),
         )

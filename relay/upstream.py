@@ -12,10 +12,12 @@ import time
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
+import redis.exceptions
 
 from core import state
 
-from . import prices
+from . import prices, sticky
 from .adapters import openai as openai_adapter
 from .breaker import Breakers
 from .errors import RelayError, scrub
@@ -65,6 +67,7 @@ class Upstream(ClientSide, Holds):
     """The upstream side of a request (a part of :class:`relay.app.Relay`)."""
 
     http: aiohttp.ClientSession
+    redis: aioredis.Redis
     reporter: Reporter
     breakers: Breakers
 
@@ -73,7 +76,13 @@ class Upstream(ClientSide, Holds):
         error: RelayError | None = None
         breakers = self.breakers
         model_id = req.model["id"]
-        for route in ordered_routes(req.routes):
+        routes = ordered_routes(req.routes)
+        pin = None
+        if len(routes) > 1 and self.config.sticky_ttl > 0:
+            pin = await self._pinned(scope, req, routes)
+            if pin is not None:
+                routes = pin[1]
+        for route in routes:
             health = state.route_id(model_id, route["provider"], route["upstream_model"])
             probe = False
             if breakers.open:
@@ -101,6 +110,8 @@ class Upstream(ClientSide, Holds):
             try:
                 await self.attempt(send, req, exchange)
                 verdict = False
+                if pin is not None:
+                    await self._pin(pin[0], route)
                 return
             except Retryable as exc:
                 error = exc.error
@@ -127,6 +138,37 @@ class Upstream(ClientSide, Holds):
             )
         self.report_failure(req)
         raise error
+
+    async def _pinned(
+        self, scope: Scope, req: Request, routes: list[dict[str, Any]]
+    ) -> tuple[str, list[dict[str, Any]]] | None:
+        """(the conversation's key, ``routes`` with its pinned route first); None when the
+        request names no conversation (see :mod:`relay.sticky`). Redis failing costs the
+        conversation its pin, never the request."""
+        session = None
+        for name, value in scope["headers"]:
+            if name == sticky.SESSION_HEADER:
+                session = value
+                break
+        key = sticky.conversation(req.account, req.model["id"], req.body, session)
+        if key is None:
+            return None
+        try:
+            token = await self.redis.get(key)
+        except redis.exceptions.RedisError:
+            return None
+        if token:
+            text = token.decode() if isinstance(token, bytes) else str(token)
+            routes = sticky.pin_first(routes, text)
+        return key, routes
+
+    async def _pin(self, key: str, route: dict[str, Any]) -> None:
+        """Pins the route that answered (again: each use restarts the idle expiry). Sent
+        after the answer has gone: the client does not wait for it."""
+        try:
+            await self.redis.set(key, sticky.route_token(route), ex=self.config.sticky_ttl)
+        except redis.exceptions.RedisError as exc:
+            log.info("could not pin a route: %s", type(exc).__name__)
 
     async def _health(self, route: str, failed: bool | None, probe: bool) -> None:
         """Tell the route's breaker how the attempt went: a success is counted here (sent with

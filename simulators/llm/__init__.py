@@ -35,6 +35,10 @@ one request without restarting the server (see :data:`HEADER_FIELDS`, :class:`De
 ``x-demo-completion-tokens``          tokens to produce (default 16; capped by max_tokens)
 ``x-demo-prompt-tokens``              override the prompt-token estimate
 ``x-demo-cached-tokens``              cached prompt tokens to report
+``x-demo-prompt-cache-s``             keep prompt prefixes in a prompt cache this many seconds:
+                                      a prompt starting with messages this upstream saw within
+                                      that time reports them as cached tokens (its own cache,
+                                      as each provider has; 0, the default: no cache)
 ``x-demo-cache-creation-tokens``      Anthropic cache writes to the 5-minute cache
 ``x-demo-cache-creation-1h-tokens``   Anthropic cache writes to the 1-hour cache
 ``x-demo-reasoning-tokens``           thinking tokens, reported on top of the visible output

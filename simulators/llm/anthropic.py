@@ -9,6 +9,7 @@ that asks for JSON (as the relay's translation of ``response_format`` does) gets
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import orjson
@@ -168,6 +169,11 @@ async def messages(request: web.Request, state: DemoState) -> web.StreamResponse
         if cfg.prompt_tokens is not None
         else estimate_prompt_tokens(req.messages, req.system)
     )
+    if cfg.prompt_cache_s and not cfg.cached_tokens:
+        prefix = state.cached_prefix(cfg.prompt_cache_s, req.model, req.messages, req.system)
+        if prefix:
+            cached = estimate_prompt_tokens(prefix, req.system)
+            cfg = replace(cfg, cached_tokens=min(prompt, cached))
     output, truncated = completion_budget(cfg, req.max_tokens)
     message_id = new_id("msg_")
     usage = None if error == "no-usage" else anthropic_usage(cfg, prompt, output)

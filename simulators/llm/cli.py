@@ -37,6 +37,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt-tokens", type=int, help="override the prompt token estimate")
     parser.add_argument("--cached-tokens", type=int, help="cached prompt tokens to report")
     parser.add_argument(
+        "--prompt-cache-s", type=float, help="seconds a prompt prefix stays cached (0: no cache)"
+    )
+    parser.add_argument(
         "--cache-creation-tokens", type=int, help="Anthropic cache_creation_input_tokens"
     )
     parser.add_argument(

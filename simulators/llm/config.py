@@ -58,6 +58,10 @@ class DemoConfig:
     chunks: int | None = None
     retry_after: int = 1
     provider: str = ""
+    # Seconds a prompt prefix stays in this upstream's prompt cache (0: no cache). With a
+    # cache, a prompt that starts with messages seen within that time reports them as cached
+    # (``x-demo-cached-tokens`` set explicitly wins).
+    prompt_cache_s: float = 0.0
     record_limit: int = 200
     models: tuple[str, ...] = DEFAULT_MODELS
 
@@ -158,6 +162,7 @@ HEADER_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "x-demo-chunks": ("chunks", _parse_positive),
     "x-demo-retry-after": ("retry_after", _parse_count),
     "x-demo-provider": ("provider", _parse_provider),
+    "x-demo-prompt-cache-s": ("prompt_cache_s", _parse_ms),
 }
 
 #: Every configurable field -> its parser (environment variables and CLI flags).

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 from aiohttp import web
 
 from .config import DemoConfig
@@ -23,6 +26,10 @@ from .wire import DROPPED, INVALID, JSON, close_transport, load_json, new_id
 # --------------------------------------------------------------------------------------------
 # State shared by the handlers of one app
 # --------------------------------------------------------------------------------------------
+
+
+# Prompt prefixes an upstream's cache holds at most (the oldest go first).
+PROMPT_CACHE_LIMIT = 100_000
 
 
 @dataclass(slots=True)
@@ -39,6 +46,8 @@ class DemoState:
     in_flight: int = 0
     errors_injected: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
+    # The prompt cache: a digest of (model, system, the first k messages) -> when it expires.
+    prompt_cache: dict[str, float] = field(default_factory=dict)
 
     def record(self, request: web.Request, body: JSON, raw: bytes) -> None:
         if not self.recent.maxlen:
@@ -73,6 +82,32 @@ class DemoState:
             "started_at": self.started_at,
             "uptime_s": round(time.time() - self.started_at, 3),
         }
+
+    def cached_prefix(
+        self, ttl: float, model: str, messages: list[Any], system: Any = None
+    ) -> list[Any]:
+        """The longest prefix of ``messages`` this upstream's prompt cache holds (a provider
+        caches a prompt's prefixes, whole messages here), then every prefix of this prompt
+        cached for ``ttl`` seconds more. Only digests are kept."""
+        now = time.time()
+        cache = self.prompt_cache
+        if len(cache) > PROMPT_CACHE_LIMIT:
+            for digest in [d for d, until in cache.items() if until <= now]:
+                del cache[digest]
+            while len(cache) > PROMPT_CACHE_LIMIT:
+                del cache[next(iter(cache))]
+        hit = 0
+        digests = []
+        for k in range(1, len(messages) + 1):
+            material = orjson.dumps([model, system, messages[:k]], option=orjson.OPT_SORT_KEYS)
+            digest = hashlib.blake2b(material, digest_size=16).hexdigest()
+            digests.append(digest)
+            if cache.get(digest, 0.0) > now:
+                hit = k
+        for digest in digests:
+            cache.pop(digest, None)
+            cache[digest] = now + ttl
+        return messages[:hit]
 
     def reset_stats(self) -> None:
         self.requests = self.completed = self.cancelled = self.errors_injected = 0

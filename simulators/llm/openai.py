@@ -14,6 +14,7 @@ and the usage (every earlier chunk then carries ``"usage": null``), and ``data: 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import orjson
@@ -318,6 +319,10 @@ async def chat_completions(request: web.Request, state: DemoState) -> web.Stream
         if cfg.prompt_tokens is not None
         else estimate_prompt_tokens(chat.messages)
     )
+    if cfg.prompt_cache_s and not cfg.cached_tokens:
+        prefix = state.cached_prefix(cfg.prompt_cache_s, chat.model, chat.messages)
+        if prefix:
+            cfg = replace(cfg, cached_tokens=min(prompt, estimate_prompt_tokens(prefix)))
     completion, truncated = completion_budget(cfg, chat.max_tokens)
     usage = None if error == "no-usage" else openai_usage(cfg, chat.model, prompt, completion)
     completion_id = new_id("chatcmpl-")
