@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tokenpapa
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test test-cluster fuzz lint typecheck migrations-check install install-dev browser bench bench-catalog clean \
+.PHONY: run test test-cluster fuzz lint typecheck migrations-check install install-dev browser bench bench-catalog bench-usage clean \
   gettext messages messages-compiled
 
 $(VENV)/bin/python:
@@ -112,6 +112,15 @@ bench: $(VENV)/.installed-dev
 # a throwaway PostgreSQL database on 127.0.0.1; `$(PY) tests/bench/catalog_pages.py --help`.
 bench-catalog: $(VENV)/.installed-dev
 	$(PY) tests/bench/catalog_pages.py $(BENCH_ARGS)
+
+# The usage pages at ten million events (issue 14): builds the data set into USAGE_BENCH_URL
+# once (kept; ~15-25 minutes), migrates it, then times the pages (tests/bench/usage_pages.py).
+USAGE_BENCH_URL ?= postgres://postgres@127.0.0.1:5432/tokenpapa_bench_usage
+bench-usage: $(VENV)/.installed-dev
+	@if ! psql "$(USAGE_BENCH_URL)" -c "SELECT 1 FROM accounts_user WHERE email = 'heavy@example.com'" 2>/dev/null | grep -q 1; then \
+	  $(PY) tests/bench/usage_data.py --events 10000000 --record 2000 --keep --database-url "$(USAGE_BENCH_URL)"; fi
+	DATABASE_URL="$(USAGE_BENCH_URL)" $(PY) manage.py migrate --verbosity 0
+	$(PY) tests/bench/usage_pages.py --database-url "$(USAGE_BENCH_URL)" $(BENCH_ARGS)
 
 clean:
 	rm -rf var/staticfiles var/mail var/spool

@@ -16,9 +16,10 @@ A conversation is named, first match wins, by
    of a conversation repeats, and what a cache's prefix starts with.
 
 within one account and one model. Only a digest is kept (BLAKE2b, 128 bits), never content;
-an idle conversation's key expires by itself. A pinned route that is failing (its breaker open,
-or an attempt failing) is passed over as any route is, and the route that answers instead is
-pinned from then on.
+an idle conversation's key expires by itself. A pin only chooses among the routes of the first
+priority (it never sends a request to a fallback the operator ranked lower). A pinned route
+that is failing (its breaker open, or an attempt failing) is passed over as any route is, and
+the route that answers instead is pinned from then on.
 """
 
 from __future__ import annotations
@@ -76,8 +77,14 @@ def route_token(route: dict[str, Any]) -> str:
 
 
 def pin_first(routes: list[dict[str, Any]], token: str) -> list[dict[str, Any]]:
-    """``routes`` with the one ``token`` names first (unchanged when none is)."""
+    """``routes`` (in priority order) with the one ``token`` names first, when it is of the
+    first priority: a pin chooses among the routes the operator put first, it never overrides
+    a priority (a conversation that failed over to a later priority goes back to the first
+    once it answers again). Unchanged otherwise."""
+    first = routes[0].get("priority", 0)
     for i, route in enumerate(routes):
+        if route.get("priority", 0) != first:
+            break
         if route_token(route) == token:
             return [route, *routes[:i], *routes[i + 1 :]] if i else routes
     return routes

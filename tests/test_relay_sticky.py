@@ -14,6 +14,7 @@ import pytest
 
 from catalog.models import Model
 from core import pricing
+from relay import sticky
 from simulators.llm import start_in_thread
 
 from .test_relay import post, recorded
@@ -146,13 +147,26 @@ def test_the_pin_expires_when_the_conversation_goes_idle(
 ) -> None:
     secret = key_with(alice)
     turn(relay, secret, [{"role": "user", "content": "idle"}], x_session_id="idle-1")
-    keys = list(redis_client.scan_iter(match="tp:sticky:*"))
-    assert keys, "no conversation was pinned"
-    for key in keys:
-        ttl = redis_client.ttl(key)
-        assert 0 < ttl <= 300
-        value = redis_client.get(key)
-        text = value.decode() if isinstance(value, bytes) else value
-        assert text.split("|")[0] in {"cache-a", "cache-b"}
-        # Only a digest names the conversation: no content in the key or the value.
-        assert "idle" not in (key.decode() if isinstance(key, bytes) else key)
+    key = sticky.conversation(alice.account.pk, MODEL, {}, b"idle-1")
+    assert key is not None
+    ttl = redis_client.ttl(key)
+    assert 0 < ttl <= 300
+    value = redis_client.get(key)
+    text = value.decode() if isinstance(value, bytes) else value
+    assert text.split("|")[0] in {"cache-a", "cache-b"}
+    # Only a digest names the conversation: no content in the key or the value.
+    assert "idle" not in key and "idle" not in text
+
+
+def test_a_pin_never_overrides_a_priority(
+    relay: Any, alice: Any, worker: Any, caching_upstreams: dict[str, Any], redis_client: Any
+) -> None:
+    """A conversation pinned to a route the operator ranked second goes to the first again."""
+    a, b = caching_upstreams["cache-a"], caching_upstreams["cache-b"]
+    route_model(relay, MODEL, ("cache-a", a.base_url, 0), ("cache-b", b.base_url, 1))
+    secret = key_with(alice)
+    key = sticky.conversation(alice.account.pk, MODEL, {}, b"ranked")
+    assert key is not None
+    redis_client.set(key, f"cache-b|{Model.objects.get(id=MODEL).upstream_model}", ex=300)
+    event, _ = turn(relay, secret, [{"role": "user", "content": "hi"}], x_session_id="ranked")
+    assert event.provider == "cache-a"
