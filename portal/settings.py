@@ -273,6 +273,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two models have a "status": name each choice set after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "UsageStatusEnum": "billing.models.UsageEvent.Status",
+        "KeyStatusEnum": "keys.models.ApiKey.Status",
+    },
 }
 
 # Content-Security-Policy: no inline scripts anywhere; nothing from other origins.
