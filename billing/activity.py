@@ -30,14 +30,18 @@ ORM, so it runs on PostgreSQL and on the SQLite file of ``make run`` alike.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import QuerySet, Sum
+from django.db import connections, transaction
+from django.db.models import BooleanField, QuerySet, Sum
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import TruncDate
 
 from accounts.models import Account
@@ -70,8 +74,8 @@ def zero() -> list[Any]:
 
 
 def add_to(target: list[Any], figures: Sequence[Any], sign: int = 1) -> None:
-    for i, value in enumerate(figures):
-        target[i] += sign * value
+    # In one pass of C-level adds: a 90-day page adds some 6,000 rows of figures.
+    target[:] = map(operator.add if sign > 0 else operator.sub, target, figures)
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,31 @@ def _grouped(
         yield (row[0] if bucket else None), row[width - len(dims) : width], sums
 
 
+def _at_hours(queryset: QuerySet[Any], hours: list[datetime]) -> QuerySet[Any]:
+    """The hourly rows of ``hours``. On PostgreSQL as one array parameter: Django prepares each
+    value of an ``__in`` list on its own, some 30 µs apiece, and a 90-day page in Tokyo names
+    819 hours."""
+    if connections[queryset.db].vendor != "postgresql":
+        return queryset.filter(hour__in=hours)
+    at = RawSQL('"billing_hourlyusage"."hour" = ANY(%s)', (hours,), output_field=BooleanField())
+    return queryset.alias(at_hours=at).filter(at_hours=True)
+
+
+@contextmanager
+def _reading(db: str) -> Iterator[None]:
+    """A read of many hourly rows, in a transaction on PostgreSQL with room to
+    group in memory: a 90-day page groups some 50,000 hourly rows, which PostgreSQL
+    overestimates as too many groups for the default 4 MB ``work_mem`` and sorts on disk
+    instead (three times slower); the grouping itself needs about 3 MB."""
+    connection = connections[db]
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL work_mem = '16MB'")
+        yield
+
+
 def sums(
     scope: Scope, period: Period, dims: Sequence[str] = (), *, bucketed: bool = True
 ) -> dict[tuple[int, tuple[Any, ...]], list[Any]]:
@@ -234,12 +263,12 @@ def sums(
             hour += timedelta(hours=1)
     if not window_hours:
         return out
-    hourly = (
-        scope.filter(HourlyUsage.objects)
-        .filter(hour__in=window_hours)
-        .annotate(utc_day=TruncDate("hour", tzinfo=UTC))
+    hourly = _at_hours(scope.filter(HourlyUsage.objects), window_hours).annotate(
+        utc_day=TruncDate("hour", tzinfo=UTC)
     )
-    for day, key, figures in _grouped(hourly, "utc_day", dims):
+    with _reading(hourly.db):
+        corrections = list(_grouped(hourly, "utc_day", dims))
+    for day, key, figures in corrections:
         boundary, sign = windows[day]
         if boundary > 0:
             put(boundary - 1 if bucketed else 0, key, figures, sign)

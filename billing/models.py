@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import ClassVar
 
 from django.db import models
 from django.db.models import F, Value
@@ -57,6 +58,37 @@ class UsageEvent(models.Model):
         CLIENT_CLOSED = "client_closed", _("Client disconnected")
         UPSTREAM_CUT = "upstream_cut", _("Upstream cut off")
         ERROR = "error", _("Error")
+
+    # The columns that say what a request used and how it ended, in the order the request log,
+    # its CSV, the usage API and the worker's insert list them (each prefixes its own).
+    COUNTS: ClassVar[tuple[str, ...]] = (
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "reasoning_tokens",
+        "input_audio_tokens",
+        "output_audio_tokens",
+        "images",
+        "audio_ms",
+    )
+    OUTCOME: ClassVar[tuple[str, ...]] = (
+        "price_version",
+        "estimated",
+        "status",
+        "http_status",
+        "streamed",
+        "finish_reason",
+    )
+    RESULT: ClassVar[tuple[str, ...]] = (
+        *COUNTS,
+        "cost",
+        "unbilled",
+        *OUTCOME,
+        "duration_ms",
+        "ttfb_ms",
+    )
 
     # Unique by a constraint in Meta, not ``unique=True``, which on PostgreSQL would add a second
     # (LIKE-pattern) index that no query uses; every index is paid for on each usage insert.

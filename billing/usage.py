@@ -5,6 +5,7 @@ account per batch, rollups in the same transaction. Afterwards it announces the 
 from __future__ import annotations
 
 import logging
+import operator
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -231,31 +232,14 @@ _COLUMNS = (
     "model_id",
     "provider",
     "upstream_model",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-    "images",
-    "audio_ms",
-    "cost",
-    "unbilled",
-    "price_version",
-    "estimated",
-    "status",
-    "http_status",
-    "streamed",
-    "finish_reason",
+    *UsageEvent.RESULT,
     "started_at",
-    "duration_ms",
-    "ttfb_ms",
     "ledger_entry_id",
     "recorded_at",
 )
 
+_counts = operator.attrgetter(*UsageEvent.COUNTS)
+_outcome = operator.attrgetter(*UsageEvent.OUTCOME)
 _TYPES = {
     "request_id": "varchar",
     "model_id": "varchar",
@@ -307,27 +291,13 @@ def _row(
         e.model,
         e.provider,
         e.upstream_model,
-        e.prompt_tokens,
-        e.completion_tokens,
-        e.cached_tokens,
-        e.cache_write_tokens,
-        e.cache_write_1h_tokens,
-        e.reasoning_tokens,
-        e.input_audio_tokens,
-        e.output_audio_tokens,
-        e.images,
-        e.audio_ms,
+        *_counts(e),
         amount,
         unbilled,
-        e.price_version,
-        e.estimated,
-        e.status,
-        e.http_status,
-        e.streamed,
-        e.finish_reason,
-        e.started_at,
+        *_outcome(e),
         e.duration_ms,
         e.ttfb_ms,
+        e.started_at,
         ledger_entry if amount > 0 else None,
         now,
     )

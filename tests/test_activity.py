@@ -190,6 +190,24 @@ def test_it_reads_exactly_what_the_raw_events_add_up_to(people: dict[str, Any], 
     )
 
 
+@pytest.mark.django_db
+def test_the_corrections_read_the_hourly_rows_from_the_covering_index_alone() -> None:
+    """Migration billing 0006's index holds every column the page reads from an hourly row, so
+    PostgreSQL answers the corrections by an index-only scan (a figure added to the page must
+    be added to the index too)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index"
+            " WHERE indexrelid = 'hourly_usage_covering'::regclass"
+        )
+        (definition,) = cursor.fetchone()
+    included = re.search(r"INCLUDE \((.*)\)", definition)
+    assert included is not None
+    columns = {c.strip() for c in included.group(1).split(",")}
+    assert {*activity.FIGURES, *activity.DIMENSIONS.values()} <= columns
+    assert "(account_id, hour)" in definition
+
+
 def test_a_local_day_in_new_york_and_kolkata_is_cut_where_the_docs_say() -> None:
     """Day boundaries: New York's midnight (05:00 UTC in winter, 04:00 in summer); Kolkata's
     (18:30 UTC) whose straddling hour counts in the day in which it starts."""
