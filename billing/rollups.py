@@ -28,22 +28,15 @@ from django.db import connection
 
 from lib import pgbatch
 
+from .models import UsageEvent
+
 # The rollups' figures, in the order of ``Sums`` and of the columns below.
 FIGURES = (
     "requests",
     "errors",
     "streamed",
     "estimated",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-    "input_audio_tokens",
-    "output_audio_tokens",
-    "images",
-    "audio_ms",
+    *UsageEvent.COUNTS,
     "cost",
     "duration_ms",
     "ttfb_ms",
