@@ -164,8 +164,8 @@ class PriceInline(admin.TabularInline):
     """The model's price versions, newest first; a new one is added, never edited."""
 
     model = PriceVersion
-    fields = PRICE_COLUMNS
-    readonly_fields = PRICE_COLUMNS
+    fields = ("route", *PRICE_COLUMNS)
+    readonly_fields = ("route", *PRICE_COLUMNS)
     extra = 0
     can_delete = False
     verbose_name = _("price version")
@@ -210,7 +210,9 @@ class ModelAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("current price (USD per 1M tokens in / out)"))
     def current_price(self, obj: Model) -> str:
-        prices = sorted(obj.prices.all(), key=lambda p: p.version)
+        prices = sorted(
+            (p for p in obj.prices.all() if p.route_id is None), key=lambda p: p.version
+        )
         if not prices:
             return "-"
         price = prices[-1]
@@ -253,7 +255,14 @@ class ModelAdmin(admin.ModelAdmin):
 class PriceVersionForm(forms.ModelForm):
     class Meta:
         model = PriceVersion
-        fields = ["model", *PriceVersion.PRICE_FIELDS]
+        fields = ["model", "route", *PriceVersion.PRICE_FIELDS]
+
+    def clean(self) -> dict[str, Any] | None:
+        data = super().clean() or {}
+        route, model = data.get("route"), data.get("model")
+        if route is not None and model is not None and route.model_id != model.pk:
+            self.add_error("route", gettext("Choose a route of this model, or none."))
+        return data
 
 
 @admin.register(PriceVersion)
@@ -263,7 +272,7 @@ class PriceVersionAdmin(admin.ModelAdmin):
     its current prices filled in."""
 
     form = PriceVersionForm
-    list_display = ("model", *PRICE_COLUMNS)
+    list_display = ("model", "route", *PRICE_COLUMNS)
     list_filter = ("source", "model")
     search_fields = ("model__id",)
 
@@ -289,7 +298,9 @@ class PriceVersionAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: PriceVersion, form: Any, change: bool) -> None:
         data = form.cleaned_data
         added = services.add_price_version(
-            model=data["model"], **{name: data[name] for name in PriceVersion.PRICE_FIELDS}
+            model=data["model"],
+            route=data.get("route"),
+            **{name: data[name] for name in PriceVersion.PRICE_FIELDS},
         )
         obj.pk, obj.version, obj.created_at = added.pk, added.version, added.created_at
 

@@ -150,6 +150,15 @@ class LimitsSerializer(serializers.Serializer):
         min_value=Decimal("0.01"),
     )
     spend_cap_period = serializers.ChoiceField(choices=ApiKey.Period.choices, required=False)
+    routing = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text=(
+            "Provider routing defaults: the fields of a request's provider object (order, "
+            "only, ignore, allow_fallbacks, sort, max_price, data_collection, zdr); a "
+            "request's own fields override them. Null or {}: none."
+        ),
+    )
 
     def _django(self, rule: Any, value: Any) -> Any:
         try:
@@ -165,6 +174,9 @@ class LimitsSerializer(serializers.Serializer):
 
     def validate_expires_at(self, value: Any) -> Any:
         return self._django(validation.expiry, value)
+
+    def validate_routing(self, value: Any) -> Any:
+        return self._django(validation.routing, value)
 
 
 class CreateKeySerializer(LimitsSerializer):

@@ -24,17 +24,18 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from core import jsonlog, state
+from core import routing as core_routing
 
-from . import limits, listing, metrics, prices, scripts
+from . import limits, listing, metrics, routing, scripts
 from .adapters import anthropic, completions, quirks, responses
 from .breaker import Breakers
 from .cluster import ClusterScriptClient
 from .config import Config
 from .counting import Counting
-from .errors import RelayError
+from .errors import RelayError, bad_request
 from .reporter import Reporter
 from .request import ClientGone, Request, Scope
-from .upstream import Upstream
+from .upstream import Upstream, ordered_routes
 from .views import Views
 
 log = logging.getLogger("relay")
@@ -319,41 +320,128 @@ class Relay(Upstream, Counting):
 
     # ---- the relayed request ----------------------------------------------------------------
 
+    def _model(self, name: str, api: str) -> dict[str, Any]:
+        model = self.views.model(name)
+        if model is None or (api == "embeddings") != bool(model.get("embeddings")):
+            raise RelayError(
+                404,
+                f"The model '{str(name)[:100]}' does not exist or is not "
+                f"available for this endpoint.",
+                param="model",
+                code="model_not_found",
+            )
+        return model
+
+    @staticmethod
+    def _routes(
+        model: dict[str, Any], body: dict[str, Any], api: str, shape: str
+    ) -> list[dict[str, Any]]:
+        if api == "completions":
+            return completions.routes_for(model, body)
+        return quirks.routes_for(model, body, shape)
+
+    async def plan(
+        self,
+        req: Request,
+        api: str,
+        shape: str,
+        ip: str | None,
+        given: Any,
+        fallbacks: Any,
+        defaults: dict[str, Any] | None,
+    ) -> routing.Plan:
+        """The tries of a request with routing preferences (see :mod:`relay.routing`): a 400
+        for preferences that are not valid, a 404 when they leave no route."""
+        try:
+            own = core_routing.parse(given) if given is not None else None
+            names = core_routing.parse_models(fallbacks) if fallbacks is not None else []
+        except core_routing.PreferenceError as exc:
+            raise bad_request(exc.message, param=exc.param, code="invalid_routing") from None
+        if own:
+            known = self.views.providers
+            for name in ("order", "only", "ignore"):
+                unknown = [slug for slug in own.get(name, ()) if slug not in known]
+                if unknown:
+                    raise bad_request(
+                        f"'provider.{name}' names unknown providers: {', '.join(unknown)[:200]}.",
+                        param=f"provider.{name}",
+                        code="unknown_provider",
+                    )
+        prefs = core_routing.Preferences.of(core_routing.merge(defaults, own))
+        models = [(req.model, req.routes)]
+        refused: list[str] = []
+        for name in names:
+            model = self._model(name, api)
+            if any(m is model for m, _ in models):
+                continue
+            limits.check(req.key, model["id"], ip, req.started)
+            try:
+                models.append((model, self._routes(model, req.body, api, shape)))
+            except RelayError as exc:  # a fallback that cannot take the request is passed over
+                refused.append(f"{model['id']}: {exc.message}")
+        figures: dict[str, routing.Figures | None] = {}
+        if prefs.sort in ("throughput", "latency"):
+            ids = [m["id"] for m, _ in models]
+            raw = await self.redis.hmget(state.ROUTE_FIGURES, ids)
+            figures = {i: routing.hour_figures(r) for i, r in zip(ids, raw, strict=True)}
+        tries: list[routing.Try] = []
+        pinnable = 0
+        for model, routes in models:
+            kept, why = routing.admissible(model, routes, prefs)
+            if not kept:
+                refused.append(f"{model['id']}: {why}")
+                continue
+            arranged, alike = routing.arrange(
+                model, ordered_routes(kept), prefs, figures.get(model["id"])
+            )
+            if not tries:
+                pinnable = alike
+            tries.extend((model, route) for route in arranged)
+        if not tries:
+            about = (
+                f"model {req.model['id']}"
+                if len(models) == 1
+                else f"any of the models {', '.join(m['id'] for m, _ in models)}"
+            )
+            reasons_ = refused[0].partition(": ")[2] if len(refused) == 1 else "; ".join(refused)
+            raise RelayError(
+                404,
+                f"No route for {about} matches your provider preferences: {reasons_}.",
+                param="provider",
+                code="no_route_matches_preferences",
+            )
+        return routing.Plan(tries, pinnable)
+
     async def relay(self, scope: Scope, receive: Any, send: Any, req: Request, api: str) -> None:
         # The key first: a client without one never has its body read.
         req.body_pending = True
         req.key = await self.authenticate(scope)
         req.account = int(req.key["account"])
         raw = await self.read_body(scope, receive, req)
-        req.body = self.parse(raw, api)
+        body = req.body = self.parse(raw, api)
+        # Routing preferences never reach an upstream. Without any (the common case) this is
+        # three dict look-ups, and the plain path below.
+        given = body.pop("provider", None)
+        fallbacks = body.pop("models", None)
+        defaults = req.key.get("routing")
         if api == "responses":
             # Translated to chat once: routes, limits and the hold see a chat request.
-            req.original = req.body
-            req.body = responses.responses_request_to_chat(req.body)
+            req.original = body
+            body = req.body = responses.responses_request_to_chat(body)
         shape = "chat" if api == "responses" else api
-        model = self.views.model(req.body["model"])
-        if model is None or (api == "embeddings") != bool(model.get("embeddings")):
-            raise RelayError(
-                404,
-                f"The model '{str(req.body['model'])[:100]}' does not exist or is not "
-                f"available for this endpoint.",
-                param="model",
-                code="model_not_found",
-            )
+        model = self._model(body["model"], api)
         ip = limits.client_ip(scope, self.trusted)
         limits.check(req.key, model["id"], ip, req.started)
         req.client_net = limits.coarse(ip)
         req.model = model
         # A parameter the model or its provider does not take is refused before any hold.
-        if api == "responses" and "reasoning_effort" in req.body and not reasons(model):
+        if api == "responses" and "reasoning_effort" in body and not reasons(model):
             # Responses clients (Codex) send a reasoning effort whatever the model: where the
             # model does not reason it is dropped, not refused.
-            del req.body["reasoning_effort"]
-        if api == "completions":
-            req.routes = completions.routes_for(model, req.body)
-        else:
-            req.routes = quirks.routes_for(model, req.body, shape)
-        req.price = prices.of_model(model)
+            del body["reasoning_effort"]
+        req.routes = self._routes(model, body, api, shape)
+        if given is not None or fallbacks is not None or defaults:
+            req.plan = await self.plan(req, api, shape, ip, given, fallbacks, defaults)
         req.stream = shape in ("chat", "messages", "completions") and bool(req.body.get("stream"))
         await self.hold(req, self.worst_case(req, len(raw), shape))
         metrics.HOLDS.inc()
