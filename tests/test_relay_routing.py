@@ -17,7 +17,7 @@ import openai
 import orjson
 import pytest
 
-from billing.models import LedgerEntry, UsageEvent
+from billing.models import LedgerEntry
 from catalog.models import Model, PriceVersion, Provider, Route
 from catalog.services import new_price_version
 from core import pricing, routing, state
@@ -356,9 +356,8 @@ def test_key_defaults_and_their_override(relay: Any, alice: Any, worker: Any, tw
     assert served(relay, secret, {"only": ["dear"]}).provider == "dear"
     status, answer = refused(relay, secret, {**chat(MODEL), "provider": {"ignore": ["cheap"]}})
     assert_error(status, answer, 404, "no_route_matches_preferences")
-    assert (
-        "provider.ignore excludes every one of its providers (cheap, dear)" in answer["error"]["message"]
-    )
+    message = answer["error"]["message"]
+    assert "provider.ignore excludes every one of its providers (cheap, dear)" in message
     assert ApiKey.objects.get(name="limited").routing == {"only": ["cheap"], "sort": "latency"}
 
 
