@@ -133,8 +133,9 @@ def load(path: Path, *, reset: bool = False) -> Report:
             what=f"model {model_id}",
         )
         report.models += 1
-        _routes(model, spec, reset=reset, report=report)
+        # The model's price first: a new model's is version 1, its routes' own prices after.
         _price(model, spec, reset=reset, report=report)
+        _routes(model, spec, reset=reset, report=report)
     transaction.on_commit(sync.publish)
     return report
 

@@ -483,3 +483,37 @@ def test_usage_events_of_a_fallback_count_attempts_for_their_model() -> None:
         (FALLBACK, "b"),
         (FALLBACK, "cheap"),
     }
+
+
+# ---- route prices in the catalog ------------------------------------------------------------
+
+
+def test_the_seed_prices_a_route_apart_and_the_pages_show_it() -> None:
+    from django.test import Client
+    from django.urls import reverse
+
+    from catalog.sync import snapshot
+
+    model = Model.objects.get(id=MODEL)
+    own = model.price
+    assert own is not None and own.route_id is None and own.input == Decimal("0.2")
+    scaleway = PriceVersion.objects.get(model=model, route__provider__slug="scaleway")
+    assert (scaleway.input, scaleway.output) == (Decimal("0.15"), Decimal("0.35"))
+    published = snapshot()["models"][MODEL]
+    assert published["price"]["input"] == own.as_price().as_dict()["input"]
+    by_provider = {r["provider"]: r for r in published["routes"]}
+    assert "price" not in by_provider["mistral"]
+    assert by_provider["scaleway"]["pricing"]["prompt"] == "0.00000015"
+    page = Client().get(reverse("model_detail", args=[MODEL])).content.decode()
+    assert 'data-testid="route-prices"' in page and "Scaleway" in page
+    # The model's list and price history show the model's own price only.
+    listing = Client().get(reverse("models")).content.decode()
+    assert "$0.20" in listing
+
+
+def test_loading_the_catalog_again_adds_no_route_price() -> None:
+    from django.core.management import call_command
+
+    versions = PriceVersion.objects.count()
+    call_command("loadcatalog", stdout=open("/dev/null", "w"))
+    assert PriceVersion.objects.count() == versions
