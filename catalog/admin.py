@@ -220,7 +220,7 @@ class ModelAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
         services.save_model(model=obj)
-        if not obj.prices.exists():
+        if not obj.prices.filter(route=None).exists():
             self.message_user(
                 request,
                 gettext("Add a price version: the relays serve a model once it has a price."),
@@ -355,7 +355,7 @@ class RouteAdmin(admin.ModelAdmin):
         services.save_route(route=obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is not None and obj.in_file:
+        if obj is not None and (obj.in_file or obj.prices.exists()):
             return False
         return super().has_delete_permission(request, obj)
 
@@ -363,12 +363,23 @@ class RouteAdmin(admin.ModelAdmin):
         services.delete_route(route=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Route]) -> None:
-        kept = []
+        kept, priced = [], []
         for route in queryset:
             try:
                 services.delete_route(route=route)
             except services.ListedInFile:
                 kept.append(str(route))
+            except services.PricedRoute:
+                priced.append(str(route))
+        if priced:
+            self.message_user(
+                request,
+                gettext(
+                    "Not deleted, as usage keeps their own prices (switch them off instead): %s"
+                )
+                % ", ".join(priced),
+                messages.WARNING,
+            )
         if kept:
             self.message_user(
                 request,

@@ -171,10 +171,14 @@ def _routes(model: Model, spec: dict[str, Any], *, reset: bool, report: Report) 
         listed.append(route.pk)
         report.routes += 1
     others = Route.objects.filter(model=model).exclude(pk__in=listed)
+    # A route with prices of its own is switched off, never deleted (usage keeps its prices).
+    priced = others.filter(prices__isnull=False).distinct()
     if reset:
-        others.delete()
+        priced.update(active=False)
+        others.exclude(pk__in=priced).delete()
     else:
-        others.filter(source=Source.FILE).delete()
+        priced.filter(source=Source.FILE).update(active=False)
+        others.filter(source=Source.FILE).exclude(pk__in=priced).delete()
         others.update(in_file=False)
 
 

@@ -178,10 +178,12 @@ class PriceVersion(models.Model):
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="prices")
     # A route's own price (a provider that charges differently for the model); empty: the
     # model's. Versions count per model across both, so (model, version) still names one row:
-    # what a usage event keeps, and what the worker re-prices it by.
+    # what a usage event keeps, and what the worker re-prices it by. A version is never deleted
+    # (a later one would take its number): a route with prices of its own is switched off, not
+    # deleted (deleting its model deletes them all together).
     route = models.ForeignKey(
         "Route",
-        on_delete=models.CASCADE,
+        on_delete=models.RESTRICT,
         null=True,
         blank=True,
         related_name="prices",

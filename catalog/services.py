@@ -142,6 +142,10 @@ class ListedInFile(ValueError):
     """A route the catalog file lists: switch it off instead (loadcatalog would add it back)."""
 
 
+class PricedRoute(ValueError):
+    """A route with prices of its own: usage keeps them, so switch it off instead."""
+
+
 @transaction.atomic
 def delete_route(*, route: Route) -> None:
     locked = Route.objects.select_for_update().filter(pk=route.pk).first()
@@ -149,6 +153,8 @@ def delete_route(*, route: Route) -> None:
         return
     if locked.in_file:
         raise ListedInFile(f"{locked} is listed in the catalog file: switch it off instead")
+    if locked.prices.exists():
+        raise PricedRoute(f"{locked} has prices of its own that usage keeps: switch it off")
     locked.delete()
     _publish_on_commit()
 

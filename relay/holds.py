@@ -54,14 +54,16 @@ class Holds:
         model = req.model
         plan = req.plan
         if plan is None and prices.uniform(model):
-            pairs: list[tuple[dict[str, Any], prices.NanoPrice]] = [(model, prices.of_model(model))]
-        else:
-            tries = plan.tries if plan is not None else [(model, r) for r in req.routes]
-            pairs = []
-            for m, route in tries:
-                pair = (m, prices.of_route(m, route))
-                if not any(m is p[0] and pair[1] is p[1] for p in pairs):
-                    pairs.append(pair)
+            # The common case: one model, one price whichever route serves.
+            price = req.price = prices.of_model(model)
+            req.media = media.inspect(req.body, api, measure_audio=price.price.audio_second > 0)
+            return self._most(req, model, price, raw_size, api)
+        tries = plan.tries if plan is not None else [(model, r) for r in req.routes]
+        pairs: list[tuple[dict[str, Any], prices.NanoPrice]] = []
+        for m, route in tries:
+            pair = (m, prices.of_route(m, route))
+            if not any(m is p[0] and pair[1] is p[1] for p in pairs):
+                pairs.append(pair)
         req.price = pairs[0][1]
         req.media = media.inspect(
             req.body, api, measure_audio=any(p.price.audio_second > 0 for _, p in pairs)

@@ -131,7 +131,7 @@ class Upstream(ClientSide, Holds):
             try:
                 await self.attempt(send, req, exchange)
                 verdict = False
-                if pin is not None:
+                if pin is not None and model is tries[0][0]:
                     await self._pin(pin[0], route)
                 return
             except Retryable as exc:

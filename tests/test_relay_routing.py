@@ -77,11 +77,16 @@ def route(
     return made
 
 
+def unroute(*model_ids: str) -> None:
+    PriceVersion.objects.filter(route__model_id__in=model_ids).delete()
+    Route.objects.filter(model_id__in=model_ids).delete()
+
+
 @pytest.fixture
 def two(relay: Any, servers: dict[str, Any]) -> None:
     """MODEL via "cheap" (trains on prompts, keeps them 30 days) and "dear" (neither): the
     operator puts "dear" first."""
-    Route.objects.filter(model_id=MODEL).delete()
+    unroute(MODEL)
     route(MODEL, "cheap", servers["cheap"].base_url, priority=1, price=CHEAP, trains=True)
     route(MODEL, "dear", servers["dear"].base_url, price=DEAR, trains=False, retention=0)
     publish_catalog(relay)
@@ -190,8 +195,41 @@ def test_without_preferences_the_operators_order_stands(
     assert "provider" not in sent["body"] and "models" not in sent["body"]
 
 
+def test_every_endpoint_takes_preferences(relay: Any, alice: Any, worker: Any, two: None) -> None:
+    secret = key_with(alice)
+    client = openai.OpenAI(base_url=relay.base_url, api_key=secret, max_retries=0)
+    raw = client.responses.with_raw_response.create(
+        model=MODEL, input="Hi", extra_body={"provider": {"only": ["cheap"]}}
+    )
+    assert recorded(raw.headers["x-request-id"]).provider == "cheap"
+    status, headers, answer = post(
+        f"{relay.base_url}/messages",
+        {
+            "model": MODEL,
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "provider": {"sort": "price"},
+        },
+        key=secret,
+    )
+    assert status == 200, answer
+    assert recorded(headers["x-request-id"]).provider == "cheap"
+    status, headers, answer = post(
+        f"{relay.base_url}/embeddings",
+        {"model": "mistral-embed", "input": "Hi", "provider": {"only": ["mistral"]}},
+        key=secret,
+    )
+    assert status == 200, answer
+    status, _, answer = post(
+        f"{relay.base_url}/embeddings",
+        {"model": "mistral-embed", "input": "Hi", "provider": {"ignore": ["mistral"]}},
+        key=secret,
+    )
+    assert_error(status, answer, 404, "no_route_matches_preferences")
+
+
 def test_allow_fallbacks(relay: Any, alice: Any, worker: Any, servers: dict[str, Any]) -> None:
-    Route.objects.filter(model_id=MODEL).delete()
+    unroute(MODEL)
     route(MODEL, "broken", servers["broken"].base_url)
     route(MODEL, "cheap", servers["cheap"].base_url, priority=1, price=CHEAP)
     publish_catalog(relay)
@@ -290,7 +328,7 @@ def test_data_collection_deny_and_zdr(relay: Any, alice: Any, worker: Any, two: 
 def test_models_falls_back_to_the_next_model_billed_at_its_price(
     relay: Any, alice: Any, worker: Any, servers: dict[str, Any]
 ) -> None:
-    Route.objects.filter(model_id__in=[MODEL, FALLBACK]).delete()
+    unroute(MODEL, FALLBACK)
     route(MODEL, "broken", servers["broken"].base_url)
     route(FALLBACK, "cheap", servers["cheap"].base_url)
     publish_catalog(relay)
@@ -517,3 +555,22 @@ def test_loading_the_catalog_again_adds_no_route_price() -> None:
     versions = PriceVersion.objects.count()
     call_command("loadcatalog", stdout=open("/dev/null", "w"))
     assert PriceVersion.objects.count() == versions
+
+
+def test_a_route_with_prices_of_its_own_is_switched_off_never_deleted() -> None:
+    """Usage keeps the price version it was charged at: deleting a route's prices would let
+    the model's next version take one of their numbers."""
+    from catalog import services
+
+    route_ = Route.objects.get(model_id=MODEL, provider__slug="scaleway")
+    Route.objects.filter(pk=route_.pk).update(in_file=False)
+    route_.refresh_from_db()
+    with pytest.raises(services.PricedRoute):
+        services.delete_route(route=route_)
+    last = PriceVersion.objects.filter(model_id=MODEL).order_by("-version").first()
+    assert last is not None
+    added = services.add_price_version(
+        model=Model.objects.get(id=MODEL), input=Decimal("0.3"), output=Decimal("0.9")
+    )
+    assert added.version == last.version + 1 and added.route is None
+    assert Model.objects.get(id=MODEL).price == added
