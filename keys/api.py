@@ -35,6 +35,7 @@ from rest_framework.response import Response
 
 from accounts.models import Account
 from accounts.selectors import account_of
+from core import routing as core_routing
 
 from . import validation
 from .authentication import ManagementKeyAuthentication
@@ -128,6 +129,54 @@ class SpendCapField(serializers.DecimalField):
         return super().to_internal_value(data)
 
 
+_SLUGS = {
+    "type": "array",
+    "maxItems": 50,
+    "items": {
+        "type": "string",
+        "format": "provider-slug",
+        "maxLength": 100,
+        "description": "A provider's slug (the tag of an endpoint in /v1/models/{id}/endpoints).",
+    },
+}
+_PRICE = {
+    "type": "string",
+    "format": "decimal",
+    "pattern": r"^[0-9]{1,9}(\.[0-9]{1,9})?$",
+    "description": "USD: per 1M tokens for prompt and completion, per request, per image.",
+}
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "additionalProperties": False,
+        "description": (
+            "Provider routing defaults: the fields of a request's provider object; a "
+            "request's own fields override them. Null or {}: none."
+        ),
+        "properties": {
+            "order": _SLUGS,
+            "only": _SLUGS,
+            "ignore": _SLUGS,
+            "allow_fallbacks": {"type": "boolean"},
+            "require_parameters": {"type": "boolean"},
+            "sort": {"type": "string", "enum": list(core_routing.SORTS)},
+            "max_price": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {name: _PRICE for name in core_routing.MAX_PRICES},
+            },
+            "data_collection": {"type": "string", "enum": ["allow", "deny"]},
+            "zdr": {"type": "boolean"},
+        },
+    }
+)
+class RoutingField(serializers.JSONField):
+    pass
+
+
 class LimitsSerializer(serializers.Serializer):
     allowed_models = serializers.ListField(
         child=ModelIdField(max_length=100), required=False, max_length=500
@@ -150,15 +199,7 @@ class LimitsSerializer(serializers.Serializer):
         min_value=Decimal("0.01"),
     )
     spend_cap_period = serializers.ChoiceField(choices=ApiKey.Period.choices, required=False)
-    routing = serializers.JSONField(
-        required=False,
-        allow_null=True,
-        help_text=(
-            "Provider routing defaults: the fields of a request's provider object (order, "
-            "only, ignore, allow_fallbacks, sort, max_price, data_collection, zdr); a "
-            "request's own fields override them. Null or {}: none."
-        ),
-    )
+    routing = RoutingField(required=False, allow_null=True)
 
     def _django(self, rule: Any, value: Any) -> Any:
         try:

@@ -53,7 +53,7 @@ class Holds:
         price of the first route (each attempt sets its route's)."""
         model = req.model
         plan = req.plan
-        if plan is None and prices.uniform(model):
+        if plan is None and (prices.uniform(model) or not req.routes):
             # The common case: one model, one price whichever route serves.
             price = req.price = prices.of_model(model)
             req.media = media.inspect(req.body, api, measure_audio=price.price.audio_second > 0)

@@ -160,5 +160,5 @@ def uniform(model: dict[str, Any]) -> bool:
     own): then one price covers the request, whichever route serves it. Kept on the entry."""
     cached = model.get("_uniform")
     if cached is None:
-        cached = model["_uniform"] = not any(r.get("price") for r in model["routes"])
+        cached = model["_uniform"] = not any(r.get("price") for r in model.get("routes", ()))
     return bool(cached)

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.usefixtures("catalog")
 
 MODEL = "mistral-small"  # $0.20 / $0.60 per 1M tokens (the model's own price)
 FALLBACK = "mistral-large-2"  # $2 / $6
+SEEDED = "deepseek-v4-flash"  # the seed's model with a route priced apart (via Fireworks)
 CHEAP = (Decimal("0.10"), Decimal("0.30"))
 DEAR = (Decimal("0.40"), Decimal("1.20"))
 
@@ -532,21 +533,21 @@ def test_the_seed_prices_a_route_apart_and_the_pages_show_it() -> None:
 
     from catalog.sync import snapshot
 
-    model = Model.objects.get(id=MODEL)
+    model = Model.objects.get(id=SEEDED)
     own = model.price
-    assert own is not None and own.route_id is None and own.input == Decimal("0.2")
-    scaleway = PriceVersion.objects.get(model=model, route__provider__slug="scaleway")
-    assert (scaleway.input, scaleway.output) == (Decimal("0.15"), Decimal("0.35"))
-    published = snapshot()["models"][MODEL]
+    assert own is not None and own.route_id is None and own.input == Decimal("0.14")
+    fireworks = PriceVersion.objects.get(model=model, route__provider__slug="fireworks")
+    assert (fireworks.input, fireworks.output) == (Decimal("0.12"), Decimal("0.24"))
+    published = snapshot()["models"][SEEDED]
     assert published["price"]["input"] == own.as_price().as_dict()["input"]
     by_provider = {r["provider"]: r for r in published["routes"]}
-    assert "price" not in by_provider["mistral"]
-    assert by_provider["scaleway"]["pricing"]["prompt"] == "0.00000015"
-    page = Client().get(reverse("model_detail", args=[MODEL])).content.decode()
-    assert 'data-testid="route-prices"' in page and "Scaleway" in page
+    assert "price" not in by_provider["deepseek"]
+    assert by_provider["fireworks"]["pricing"]["prompt"] == "0.00000012"
+    page = Client().get(reverse("model_detail", args=[SEEDED])).content.decode()
+    assert 'data-testid="route-prices"' in page and "Fireworks AI" in page
     # The model's list and price history show the model's own price only.
     listing = Client().get(reverse("models")).content.decode()
-    assert "$0.20" in listing
+    assert "$0.28" in listing and "$0.24" not in listing
 
 
 def test_loading_the_catalog_again_adds_no_route_price() -> None:
@@ -562,15 +563,15 @@ def test_a_route_with_prices_of_its_own_is_switched_off_never_deleted() -> None:
     the model's next version take one of their numbers."""
     from catalog import services
 
-    route_ = Route.objects.get(model_id=MODEL, provider__slug="scaleway")
+    route_ = Route.objects.get(model_id=SEEDED, provider__slug="fireworks")
     Route.objects.filter(pk=route_.pk).update(in_file=False)
     route_.refresh_from_db()
     with pytest.raises(services.PricedRoute):
         services.delete_route(route=route_)
-    last = PriceVersion.objects.filter(model_id=MODEL).order_by("-version").first()
+    last = PriceVersion.objects.filter(model_id=SEEDED).order_by("-version").first()
     assert last is not None
     added = services.add_price_version(
-        model=Model.objects.get(id=MODEL), input=Decimal("0.3"), output=Decimal("0.9")
+        model=Model.objects.get(id=SEEDED), input=Decimal("0.3"), output=Decimal("0.9")
     )
     assert added.version == last.version + 1 and added.route is None
-    assert Model.objects.get(id=MODEL).price == added
+    assert Model.objects.get(id=SEEDED).price == added
