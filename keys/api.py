@@ -140,9 +140,10 @@ _SLUGS = {
     },
 }
 _PRICE = {
-    "type": "string",
-    "format": "decimal",
-    "pattern": r"^[0-9]{1,9}(\.[0-9]{1,9})?$",
+    "oneOf": [
+        {"type": "string", "format": "decimal", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,9})?$"},
+        {"type": "number", "minimum": 0},
+    ],
     "description": "USD: per 1M tokens for prompt and completion, per request, per image.",
 }
 
@@ -156,20 +157,28 @@ _PRICE = {
             "Provider routing defaults: the fields of a request's provider object; a "
             "request's own fields override them. Null or {}: none."
         ),
+        # (Each field may be null: the same as leaving it out.)
         "properties": {
-            "order": _SLUGS,
-            "only": _SLUGS,
-            "ignore": _SLUGS,
-            "allow_fallbacks": {"type": "boolean"},
-            "require_parameters": {"type": "boolean"},
-            "sort": {"type": "string", "enum": list(core_routing.SORTS)},
+            "order": {**_SLUGS, "nullable": True},
+            "only": {**_SLUGS, "nullable": True},
+            "ignore": {**_SLUGS, "nullable": True},
+            "allow_fallbacks": {"type": "boolean", "nullable": True},
+            "require_parameters": {"type": "boolean", "nullable": True},
+            "sort": {"type": "string", "enum": [*core_routing.SORTS, None], "nullable": True},
             "max_price": {
                 "type": "object",
+                "nullable": True,
                 "additionalProperties": False,
-                "properties": {name: _PRICE for name in core_routing.MAX_PRICES},
+                "properties": {
+                    name: {**_PRICE, "nullable": True} for name in core_routing.MAX_PRICES
+                },
             },
-            "data_collection": {"type": "string", "enum": ["allow", "deny"]},
-            "zdr": {"type": "boolean"},
+            "data_collection": {
+                "type": "string",
+                "enum": ["allow", "deny", None],
+                "nullable": True,
+            },
+            "zdr": {"type": "boolean", "nullable": True},
         },
     }
 )
