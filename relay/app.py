@@ -7,7 +7,8 @@ one usage event. Run with ``uvicorn relay.app:app``.
 
 The parts, one module each: :mod:`relay.request` (the request and its client's side),
 :mod:`relay.holds` (the money held in Redis), :mod:`relay.upstream` (routes, attempts,
-streaming, the bill); here the ASGI app: lifespan, routing and the shape of errors.
+streaming, the bill), :mod:`relay.routing` (a request's provider preferences and fallback
+models); here the ASGI app: lifespan, routing and the shape of errors.
 """
 
 from __future__ import annotations
@@ -398,12 +399,13 @@ class Relay(Upstream, Counting):
                 pinnable = alike
             tries.extend((model, route) for route in arranged)
         if not tries:
-            about = (
-                f"model {req.model['id']}"
-                if len(models) == 1
-                else f"any of the models {', '.join(m['id'] for m, _ in models)}"
-            )
-            reasons_ = refused[0].partition(": ")[2] if len(refused) == 1 else "; ".join(refused)
+            # Each refusal reads "<model id>: <why>"; one model's needs no name twice.
+            if len(refused) == 1:
+                named, _, reasons_ = refused[0].partition(": ")
+                about = f"model {named}"
+            else:
+                named = ", ".join(r.partition(": ")[0] for r in refused)
+                about, reasons_ = f"any of the models {named}", "; ".join(refused)
             raise RelayError(
                 404,
                 f"No route for {about} matches your provider preferences: {reasons_}.",

@@ -575,3 +575,28 @@ def test_a_route_with_prices_of_its_own_is_switched_off_never_deleted() -> None:
     )
     assert added.version == last.version + 1 and added.route is None
     assert Model.objects.get(id=SEEDED).price == added
+
+
+def test_a_model_no_route_of_which_matches_is_passed_over_for_the_next(
+    relay: Any, alice: Any, worker: Any, two: None
+) -> None:
+    secret = key_with(alice)
+    status, headers, answer = post(
+        f"{relay.base_url}/chat/completions",
+        {**chat(MODEL), "models": [MODEL, FALLBACK], "provider": {"only": ["mistral"]}},
+        key=secret,
+    )
+    assert status == 200, answer
+    event = recorded(headers["x-request-id"])
+    assert (event.model_id, event.provider) == (FALLBACK, "mistral")
+    status, answer = refused(
+        relay,
+        secret,
+        {**chat(MODEL), "models": [MODEL, FALLBACK], "provider": {"only": ["openai"]}},
+    )
+    assert_error(status, answer, 404, "no_route_matches_preferences")
+    assert answer["error"]["message"] == (
+        f"No route for any of the models {MODEL}, {FALLBACK} matches your provider preferences: "
+        f"{MODEL}: provider.only names none of its providers (cheap, dear); "
+        f"{FALLBACK}: provider.only names none of its providers (mistral)."
+    )
