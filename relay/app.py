@@ -56,6 +56,10 @@ RELAYED = frozenset(
 )
 
 
+# OpenRouter's model-name suffixes and the sort each stands for.
+SHORTCUTS = {"floor": "price", "nitro": "throughput"}
+
+
 def reasons(model: dict[str, Any]) -> bool:
     """Whether the model takes a reasoning effort: its supported parameters say so, or,
     where they say nothing, one of its routes is a reasoning model by its provider's rules."""
@@ -324,14 +328,31 @@ class Relay(Upstream, Counting):
     def _model(self, name: str, api: str) -> dict[str, Any]:
         model = self.views.model(name)
         if model is None or (api == "embeddings") != bool(model.get("embeddings")):
-            raise RelayError(
-                404,
-                f"The model '{str(name)[:100]}' does not exist or is not "
-                f"available for this endpoint.",
-                param="model",
-                code="model_not_found",
-            )
+            raise self._not_found(name)
         return model
+
+    @staticmethod
+    def _not_found(name: str) -> RelayError:
+        return RelayError(
+            404,
+            f"The model '{str(name)[:100]}' does not exist or is not available for this endpoint.",
+            param="model",
+            code="model_not_found",
+        )
+
+    def _shortcut(self, req: Request, api: str, given: Any) -> tuple[dict[str, Any], Any]:
+        """(the model, the provider object with its ``sort``) for ``<model>:floor`` or
+        ``<model>:nitro``; the model's 404 otherwise (a ``sort`` the request gives wins)."""
+        name = str(req.body["model"])
+        base, _, suffix = name.rpartition(":")
+        sort = SHORTCUTS.get(suffix)
+        if sort is None or not base or not (given is None or isinstance(given, dict)):
+            raise self._not_found(name)
+        model = self._model(base, api)
+        req.body["model"] = base
+        if req.original is not None:
+            req.original["model"] = base
+        return model, {"sort": sort, **(given or {})}
 
     @staticmethod
     def _routes(
@@ -431,7 +452,12 @@ class Relay(Upstream, Counting):
             req.original = body
             body = req.body = responses.responses_request_to_chat(body)
         shape = "chat" if api == "responses" else api
-        model = self._model(body["model"], api)
+        try:
+            model = self._model(body["model"], api)
+        except RelayError:
+            # OpenRouter's shortcuts: "<model>:floor" sorts by price, "<model>:nitro" by
+            # throughput (looked for only once the name is not a model's).
+            model, given = self._shortcut(req, api, given)
         ip = limits.client_ip(scope, self.trusted)
         limits.check(req.key, model["id"], ip, req.started)
         req.client_net = limits.coarse(ip)

@@ -600,3 +600,25 @@ def test_a_model_no_route_of_which_matches_is_passed_over_for_the_next(
         f"{MODEL}: provider.only names none of its providers (cheap, dear); "
         f"{FALLBACK}: provider.only names none of its providers (mistral)."
     )
+
+
+def test_the_floor_and_nitro_shortcuts(relay: Any, alice: Any, worker: Any, two: None) -> None:
+    secret = key_with(alice)
+    figures(("cheap", 5.0, 900.0), ("dear", 80.0, 150.0))
+    for name, provider in ((f"{MODEL}:floor", "cheap"), (f"{MODEL}:nitro", "dear")):
+        status, headers, answer = post(
+            f"{relay.base_url}/chat/completions", chat(name, max_tokens=8), key=secret
+        )
+        assert status == 200, answer
+        event = recorded(headers["x-request-id"])
+        assert (event.model_id, event.provider) == (MODEL, provider)
+    # The request's own sort wins over the suffix's.
+    status, headers, answer = post(
+        f"{relay.base_url}/chat/completions",
+        {**chat(f"{MODEL}:floor", max_tokens=8), "provider": {"sort": "throughput"}},
+        key=secret,
+    )
+    assert status == 200 and recorded(headers["x-request-id"]).provider == "dear"
+    for unknown in ("no-such-model:floor", f"{MODEL}:cheapest"):
+        status, answer = refused(relay, secret, chat(unknown))
+        assert_error(status, answer, 404, "model_not_found")
