@@ -3,7 +3,9 @@ events, written in the transaction that records them (``usage.record_batch``), s
 counts once: a redelivered one finds its requests recorded and counts nothing.
 
 What an event tells about routes: its own route's outcome (from ``status``), and in
-``attempts`` the routes that failed before it, each ``[provider, upstream model, outcome]``.
+``attempts`` the routes that failed before it, each ``[provider, upstream model, outcome]``
+(and a fourth, the model, where it was another: a request that fell back to another model of
+its ``models`` list).
 A request that no route served leaves no usage row (it costs nothing); the relay sends it as
 an event of kind :data:`FAILED` carrying only its model, start and attempts. Such an event has
 no row to be deduplicated against: a batch delivered twice after the worker died between
@@ -91,8 +93,9 @@ def tokens_per_second(raw: dict[str, Any]) -> float | None:
 def _count(raw: dict[str, Any], slots: dict[Slot, _Counts]) -> None:
     model = str(raw["model"])[:150]
     hour = hour_of(datetime.fromtimestamp(float(raw["started_at"]), tz=UTC))
-    for provider, _upstream_model, outcome in raw.get("attempts") or ():
-        slots.setdefault((model, str(provider)[:50], hour), _Counts()).outcome(str(outcome))
+    for provider, _upstream_model, outcome, *of_model in raw.get("attempts") or ():
+        tried = str(of_model[0])[:150] if of_model else model
+        slots.setdefault((tried, str(provider)[:50], hour), _Counts()).outcome(str(outcome))
     if raw.get("kind") == FAILED:
         return
     counts = slots.setdefault((model, str(raw["provider"])[:50], hour), _Counts())

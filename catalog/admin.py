@@ -164,8 +164,8 @@ class PriceInline(admin.TabularInline):
     """The model's price versions, newest first; a new one is added, never edited."""
 
     model = PriceVersion
-    fields = PRICE_COLUMNS
-    readonly_fields = PRICE_COLUMNS
+    fields = ("route", *PRICE_COLUMNS)
+    readonly_fields = ("route", *PRICE_COLUMNS)
     extra = 0
     can_delete = False
     verbose_name = _("price version")
@@ -210,7 +210,9 @@ class ModelAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("current price (USD per 1M tokens in / out)"))
     def current_price(self, obj: Model) -> str:
-        prices = sorted(obj.prices.all(), key=lambda p: p.version)
+        prices = sorted(
+            (p for p in obj.prices.all() if p.route_id is None), key=lambda p: p.version
+        )
         if not prices:
             return "-"
         price = prices[-1]
@@ -218,7 +220,7 @@ class ModelAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
         services.save_model(model=obj)
-        if not obj.prices.exists():
+        if not obj.prices.filter(route=None).exists():
             self.message_user(
                 request,
                 gettext("Add a price version: the relays serve a model once it has a price."),
@@ -253,7 +255,14 @@ class ModelAdmin(admin.ModelAdmin):
 class PriceVersionForm(forms.ModelForm):
     class Meta:
         model = PriceVersion
-        fields = ["model", *PriceVersion.PRICE_FIELDS]
+        fields = ["model", "route", *PriceVersion.PRICE_FIELDS]
+
+    def clean(self) -> dict[str, Any] | None:
+        data = super().clean() or {}
+        route, model = data.get("route"), data.get("model")
+        if route is not None and model is not None and route.model_id != model.pk:
+            self.add_error("route", gettext("Choose a route of this model, or none."))
+        return data
 
 
 @admin.register(PriceVersion)
@@ -263,7 +272,7 @@ class PriceVersionAdmin(admin.ModelAdmin):
     its current prices filled in."""
 
     form = PriceVersionForm
-    list_display = ("model", *PRICE_COLUMNS)
+    list_display = ("model", "route", *PRICE_COLUMNS)
     list_filter = ("source", "model")
     search_fields = ("model__id",)
 
@@ -289,7 +298,9 @@ class PriceVersionAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: PriceVersion, form: Any, change: bool) -> None:
         data = form.cleaned_data
         added = services.add_price_version(
-            model=data["model"], **{name: data[name] for name in PriceVersion.PRICE_FIELDS}
+            model=data["model"],
+            route=data.get("route"),
+            **{name: data[name] for name in PriceVersion.PRICE_FIELDS},
         )
         obj.pk, obj.version, obj.created_at = added.pk, added.version, added.created_at
 
@@ -344,7 +355,7 @@ class RouteAdmin(admin.ModelAdmin):
         services.save_route(route=obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is not None and obj.in_file:
+        if obj is not None and (obj.in_file or obj.prices.exists()):
             return False
         return super().has_delete_permission(request, obj)
 
@@ -352,12 +363,23 @@ class RouteAdmin(admin.ModelAdmin):
         services.delete_route(route=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Route]) -> None:
-        kept = []
+        kept, priced = [], []
         for route in queryset:
             try:
                 services.delete_route(route=route)
             except services.ListedInFile:
                 kept.append(str(route))
+            except services.PricedRoute:
+                priced.append(str(route))
+        if priced:
+            self.message_user(
+                request,
+                gettext(
+                    "Not deleted, as usage keeps their own prices (switch them off instead): %s"
+                )
+                % ", ".join(priced),
+                messages.WARNING,
+            )
         if kept:
             self.message_user(
                 request,

@@ -139,7 +139,7 @@ def _margins() -> dict[int | None, Decimal]:
 
 def _current_prices(model_ids: list[str]) -> dict[str, PriceVersion]:
     current: dict[str, PriceVersion] = {}
-    for price in PriceVersion.objects.filter(model_id__in=model_ids).order_by(
+    for price in PriceVersion.objects.filter(model_id__in=model_ids, route=None).order_by(
         "model_id", "-version"
     ):
         current.setdefault(price.model_id, price)

@@ -133,8 +133,9 @@ def load(path: Path, *, reset: bool = False) -> Report:
             what=f"model {model_id}",
         )
         report.models += 1
-        _routes(model, spec, reset=reset, report=report)
+        # The model's price first: a new model's is version 1, its routes' own prices after.
         _price(model, spec, reset=reset, report=report)
+        _routes(model, spec, reset=reset, report=report)
     transaction.on_commit(sync.publish)
     return report
 
@@ -164,28 +165,51 @@ def _routes(model: Model, spec: dict[str, Any], *, reset: bool, report: Report) 
         )
         if not route.in_file:
             Route.objects.filter(pk=route.pk).update(in_file=True)
+        if "input" in route_spec:
+            # A route priced apart from its model (another provider's rates).
+            _price(model, route_spec, reset=reset, report=report, route=route)
         listed.append(route.pk)
         report.routes += 1
     others = Route.objects.filter(model=model).exclude(pk__in=listed)
+    # A route with prices of its own is switched off, never deleted (usage keeps its prices).
+    priced = others.filter(prices__isnull=False).distinct()
     if reset:
-        others.delete()
+        priced.update(active=False)
+        others.exclude(pk__in=priced).delete()
     else:
-        others.filter(source=Source.FILE).delete()
+        priced.filter(source=Source.FILE).update(active=False)
+        others.filter(source=Source.FILE).exclude(pk__in=priced).delete()
         others.update(in_file=False)
 
 
-def _price(model: Model, spec: dict[str, Any], *, reset: bool, report: Report) -> None:
-    model_id = model.pk
-    wanted = {
-        "input": _price_value(spec["input"], model_id),
-        "output": _price_value(spec.get("output", "0"), model_id),
+def _wanted_price(spec: dict[str, Any], where: str) -> dict[str, Any]:
+    return {
+        "input": _price_value(spec["input"], where),
+        "output": _price_value(spec.get("output", "0"), where),
         "cached_input": (
-            _price_value(spec["cached_input"], model_id) if "cached_input" in spec else None
+            _price_value(spec["cached_input"], where) if "cached_input" in spec else None
         ),
-        "image": _price_value(spec.get("image", "0"), model_id, 9, "per image"),
-        "audio_second": _price_value(spec.get("audio_second", "0"), model_id, 6, "per second"),
+        "image": _price_value(spec.get("image", "0"), where, 9, "per image"),
+        "audio_second": _price_value(spec.get("audio_second", "0"), where, 6, "per second"),
     }
-    current: PriceVersion | None = model.price
+
+
+def _price(
+    model: Model,
+    spec: dict[str, Any],
+    *,
+    reset: bool,
+    report: Report,
+    route: Route | None = None,
+) -> None:
+    """The model's price from its entry, or (``route``) a route's own price from the route's
+    entry: a new version where the file's differs from the current one."""
+    where = str(model.pk) if route is None else f"{model.pk} via {route.provider.slug}"
+    wanted = _wanted_price(spec, where)
+    if route is None:
+        current: PriceVersion | None = model.price
+    else:
+        current = route.prices.order_by("-version").first()
     if current is None:
         new = True
     elif current.source == Source.FILE:
@@ -195,7 +219,7 @@ def _price(model: Model, spec: dict[str, Any], *, reset: bool, report: Report) -
     else:
         new = False
         if _differs(current, wanted):
-            report.kept.append(f"price of {model_id} (v{current.version})")
+            report.kept.append(f"price of {where} (v{current.version})")
     if new:
-        new_price_version(model=model, source=Source.FILE, **wanted)
+        new_price_version(model=model, source=Source.FILE, route=route, **wanted)
         report.prices += 1

@@ -146,7 +146,8 @@ class Model(models.Model):
 
     @property
     def price(self) -> PriceVersion | None:
-        return self.prices.order_by("-version").first()
+        """The model's own current price (a route's own prices are not the model's)."""
+        return self.prices.filter(route=None).order_by("-version").first()
 
 
 # USD per 1M tokens: up to six decimals (a millionth of a dollar per 1M tokens); the cost
@@ -175,6 +176,19 @@ class PriceVersion(models.Model):
     )
 
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="prices")
+    # A route's own price (a provider that charges differently for the model); empty: the
+    # model's. Versions count per model across both, so (model, version) still names one row:
+    # what a usage event keeps, and what the worker re-prices it by. A version is never deleted
+    # (a later one would take its number): a route with prices of its own is switched off, not
+    # deleted (deleting its model deletes them all together).
+    route = models.ForeignKey(
+        "Route",
+        on_delete=models.RESTRICT,
+        null=True,
+        blank=True,
+        related_name="prices",
+        help_text=_("Empty: the model's price. Set: this route's own price for the model."),
+    )
     version = models.PositiveIntegerField()
     input = models.DecimalField(
         **MONEY, validators=PER_TOKENS, help_text=_("USD per 1M input tokens.")
@@ -258,6 +272,8 @@ class PriceVersion(models.Model):
         ordering = ["model", "-version"]
 
     def __str__(self) -> str:
+        if self.route_id is not None:
+            return f"{self.model_id} v{self.version} (route {self.route_id})"
         return f"{self.model_id} v{self.version}"
 
     def clean(self) -> None:

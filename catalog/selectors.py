@@ -57,6 +57,8 @@ class Entry:
     versions: list[PriceVersion]
     providers: list[Provider]
     routes: list[Route]
+    # A route's own current price by route id (routes not in it are charged ``price``).
+    route_prices: dict[int, PriceVersion]
     demo: bool
     capabilities: frozenset[str]
     input_modalities: tuple[str, ...]
@@ -129,8 +131,14 @@ def _policies(providers: list[Provider]) -> frozenset[str]:
 
 def entry_of(model: Model, demo_of: Callable[[Provider], bool]) -> Entry:
     """An entry from a model fetched by ``listed_models`` (no further query)."""
-    versions = list(model.prices.all())
+    every = list(model.prices.all())
+    versions = [v for v in every if v.route_id is None]
     routes = list(model.routes.all())
+    # Each route's own current price, where it has one (newest first, so the first seen).
+    route_prices: dict[int, PriceVersion] = {}
+    for version in every:
+        if version.route_id is not None:
+            route_prices.setdefault(version.route_id, version)
     providers: list[Provider] = []
     for route in routes:
         if route.provider not in providers:
@@ -143,6 +151,7 @@ def entry_of(model: Model, demo_of: Callable[[Provider], bool]) -> Entry:
         versions=versions,
         providers=providers,
         routes=routes,
+        route_prices=route_prices,
         demo=all(demo_of(p) for p in providers),
         capabilities=_capabilities(flags, inputs),
         input_modalities=inputs,
@@ -271,7 +280,8 @@ def cards() -> list[Card]:
     # The current version's prices: every version's two figures, the highest version kept (a
     # subquery per model costs more than these few small rows).
     prices: dict[str, tuple[int, Decimal, Decimal]] = {}
-    versions = PriceVersion.objects.filter(model__active=True).order_by()
+    # (A route's own price is not the model's: only the model's own versions.)
+    versions = PriceVersion.objects.filter(model__active=True, route=None).order_by()
     for model_id, version, price_in, price_out in versions.values_list(
         "model_id", "version", "input", "output"
     ):

@@ -142,6 +142,10 @@ class ListedInFile(ValueError):
     """A route the catalog file lists: switch it off instead (loadcatalog would add it back)."""
 
 
+class PricedRoute(ValueError):
+    """A route with prices of its own: usage keeps them, so switch it off instead."""
+
+
 @transaction.atomic
 def delete_route(*, route: Route) -> None:
     locked = Route.objects.select_for_update().filter(pk=route.pk).first()
@@ -149,13 +153,19 @@ def delete_route(*, route: Route) -> None:
         return
     if locked.in_file:
         raise ListedInFile(f"{locked} is listed in the catalog file: switch it off instead")
+    if locked.prices.exists():
+        raise PricedRoute(f"{locked} has prices of its own that usage keeps: switch it off")
     locked.delete()
     _publish_on_commit()
 
 
-def new_price_version(*, model: Model, source: str, **prices: Any) -> PriceVersion:
-    """The next version of ``model``'s price (the previous + 1); the caller holds the model's
-    row lock and publishes. ``prices``: PriceVersion.PRICE_FIELDS (a per-token price left None
+def new_price_version(
+    *, model: Model, source: str, route: Route | None = None, **prices: Any
+) -> PriceVersion:
+    """The next version of ``model``'s price (the previous + 1, counted over the model's own
+    prices and its routes' alike, so (model, version) names one row), or, with ``route``, of
+    that route's own price for the model; the caller holds the model's row lock and
+    publishes. ``prices``: PriceVersion.PRICE_FIELDS (a per-token price left None
     falls back as the field says; ``request``, ``image`` and ``audio_second`` 0 when not
     charged; ``tiers`` empty when there are none), and ``upstream``: what the provider charges
     (imported prices, before the margin rule)."""
@@ -167,23 +177,26 @@ def new_price_version(*, model: Model, source: str, **prices: Any) -> PriceVersi
             values[name] = Decimal(0)
     if values.get("tiers") is None:
         values["tiers"] = []
+    if route is not None and route.model_id != model.pk:
+        raise ValueError(f"{route} is not a route of {model}")
     return PriceVersion.objects.create(
-        model=model, version=(last or 0) + 1, source=source, **values
+        model=model, route=route, version=(last or 0) + 1, source=source, **values
     )
 
 
 @transaction.atomic
 def add_price_version(
-    *, model: Model, input: Decimal, output: Decimal, **prices: Any
+    *, model: Model, input: Decimal, output: Decimal, route: Route | None = None, **prices: Any
 ) -> PriceVersion:
-    """A new current price for ``model`` (the other PriceVersion.PRICE_FIELDS by name); older
-    versions stay as they were (usage keeps the version it was charged at)."""
+    """A new current price for ``model`` (the other PriceVersion.PRICE_FIELDS by name), or for
+    one of its routes (``route``); older versions stay as they were (usage keeps the version it
+    was charged at)."""
     unknown = set(prices) - set(PriceVersion.PRICE_FIELDS)
     if unknown:
         raise TypeError(f"not a price: {', '.join(sorted(unknown))}")
     locked = Model.objects.select_for_update().get(pk=model.pk)
     price = new_price_version(
-        model=locked, source=Source.ADMIN, input=input, output=output, **prices
+        model=locked, source=Source.ADMIN, route=route, input=input, output=output, **prices
     )
     _publish_on_commit()
     return price

@@ -20,7 +20,7 @@ from lib.redis import client, evict
 from lib.secrets import box
 
 from . import api, figures, health
-from .models import Model, Provider, Route
+from .models import Model, PriceVersion, Provider, Route
 
 DEMO_API_KEY = "demo"
 
@@ -46,9 +46,12 @@ def provider_endpoint(provider: Provider) -> tuple[str, str, bool]:
     return base_url, api_key, False
 
 
-def route_entry(route: Route) -> dict[str, Any]:
+def route_entry(route: Route, own_price: PriceVersion | None = None) -> dict[str, Any]:
+    """One route as the relay reads it. ``own_price``: the route's current price where it has
+    one of its own (else the route is charged the model's price)."""
     base_url, api_key, demo = provider_endpoint(route.provider)
-    return {
+    provider = route.provider
+    entry: dict[str, Any] = {
         "provider": route.provider.slug,
         "shape": route.provider.api_shape,
         "base_url": base_url.rstrip("/"),
@@ -60,7 +63,30 @@ def route_entry(route: Route) -> dict[str, Any]:
         # The demo upstream is steered by x-demo-* request headers (latency, token counts,
         # injected faults); only demo routes receive them.
         "demo": demo,
+        # The provider's data policy, for routing preferences (data_collection, zdr).
+        "trains_on_prompts": provider.trains_on_prompts,
+        "prompt_retention_days": provider.prompt_retention_days,
     }
+    if own_price is not None:
+        entry["price"] = own_price.as_price().as_dict()
+        # What /v1/models/{id}/endpoints says of it (OpenRouter's shape).
+        entry["pricing"] = api.pricing(own_price)
+    return entry
+
+
+def current_prices(
+    versions: list[PriceVersion],
+) -> tuple[PriceVersion | None, dict[int, PriceVersion]]:
+    """(the model's own current price, each route's own current price by route id) from all
+    of a model's price versions."""
+    model_price: PriceVersion | None = None
+    by_route: dict[int, PriceVersion] = {}
+    for price in sorted(versions, key=lambda p: p.version):
+        if price.route_id is None:
+            model_price = price
+        else:
+            by_route[price.route_id] = price
+    return model_price, by_route
 
 
 def snapshot() -> dict[str, Any]:
@@ -70,11 +96,10 @@ def snapshot() -> dict[str, Any]:
     queryset = Model.objects.filter(active=True, provider__active=True).select_related("provider")
     served = Route.objects.filter(active=True, provider__active=True).select_related("provider")
     for model in queryset.prefetch_related(Prefetch("routes", queryset=served), "prices"):
-        prices = sorted(model.prices.all(), key=lambda p: p.version)
-        routes = [route_entry(r) for r in model.routes.all()]
-        if not prices or not routes:
+        price, route_prices = current_prices(list(model.prices.all()))
+        routes = [route_entry(r, route_prices.get(r.pk)) for r in model.routes.all()]
+        if price is None or not routes:
             continue
-        price = prices[-1]
         models[model.id] = {
             "id": model.id,
             "provider": model.provider.slug,

@@ -234,6 +234,21 @@ def _cost_of(entry: Entry, form: CostQuery) -> dict[str, Any] | None:
     return {"one": one, "thousand": one * 1000, "counts": counts}
 
 
+def _route_prices(entry: Entry) -> list[dict[str, Any]]:
+    """Each provider's price for the model, where a route has one of its own (else nothing:
+    one price for every provider is the model's, shown above)."""
+    if not entry.route_prices or entry.price is None:
+        return []
+    rows: list[dict[str, Any]] = []
+    for route in entry.routes:
+        slug = route.provider.slug
+        if any(row["slug"] == slug for row in rows):
+            continue
+        price = entry.route_prices.get(route.pk, entry.price)
+        rows.append({"slug": slug, "name": route.provider.name, "price": price})
+    return rows
+
+
 def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
     entry = _listed(model_id)
     form = CostQuery(request.GET if "input_tokens" in request.GET else None)
@@ -254,6 +269,7 @@ def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
             "versions": entry.versions,
             "chart": history_chart(entry.versions),
             "route_figures": route_figures(entry.model),
+            "route_prices": _route_prices(entry),
             "capabilities": [label for v, label in CAPABILITIES if v in entry.capabilities],
             "input_modalities": [MODALITY_LABELS.get(m, m) for m in entry.input_modalities],
             "output_modalities": [MODALITY_LABELS.get(m, m) for m in entry.output_modalities],

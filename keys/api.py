@@ -35,6 +35,7 @@ from rest_framework.response import Response
 
 from accounts.models import Account
 from accounts.selectors import account_of
+from core import routing as core_routing
 
 from . import validation
 from .authentication import ManagementKeyAuthentication
@@ -128,6 +129,63 @@ class SpendCapField(serializers.DecimalField):
         return super().to_internal_value(data)
 
 
+_SLUGS = {
+    "type": "array",
+    "maxItems": 50,
+    "items": {
+        "type": "string",
+        "format": "provider-slug",
+        "maxLength": 100,
+        "description": "A provider's slug (the tag of an endpoint in /v1/models/{id}/endpoints).",
+    },
+}
+_PRICE = {
+    "oneOf": [
+        {"type": "string", "format": "decimal", "pattern": r"^[0-9]{1,9}(\.[0-9]{1,9})?$"},
+        {"type": "number", "minimum": 0},
+    ],
+    "description": "USD: per 1M tokens for prompt and completion, per request, per image.",
+}
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "additionalProperties": False,
+        "description": (
+            "Provider routing defaults: the fields of a request's provider object; a "
+            "request's own fields override them. Null or {}: none."
+        ),
+        # (Each field may be null: the same as leaving it out.)
+        "properties": {
+            "order": {**_SLUGS, "nullable": True},
+            "only": {**_SLUGS, "nullable": True},
+            "ignore": {**_SLUGS, "nullable": True},
+            "allow_fallbacks": {"type": "boolean", "nullable": True},
+            "require_parameters": {"type": "boolean", "nullable": True},
+            "sort": {"type": "string", "enum": [*core_routing.SORTS, None], "nullable": True},
+            "max_price": {
+                "type": "object",
+                "nullable": True,
+                "additionalProperties": False,
+                "properties": {
+                    name: {**_PRICE, "nullable": True} for name in core_routing.MAX_PRICES
+                },
+            },
+            "data_collection": {
+                "type": "string",
+                "enum": ["allow", "deny", None],
+                "nullable": True,
+            },
+            "zdr": {"type": "boolean", "nullable": True},
+        },
+    }
+)
+class RoutingField(serializers.JSONField):
+    pass
+
+
 class LimitsSerializer(serializers.Serializer):
     allowed_models = serializers.ListField(
         child=ModelIdField(max_length=100), required=False, max_length=500
@@ -150,6 +208,7 @@ class LimitsSerializer(serializers.Serializer):
         min_value=Decimal("0.01"),
     )
     spend_cap_period = serializers.ChoiceField(choices=ApiKey.Period.choices, required=False)
+    routing = RoutingField(required=False, allow_null=True)
 
     def _django(self, rule: Any, value: Any) -> Any:
         try:
@@ -165,6 +224,9 @@ class LimitsSerializer(serializers.Serializer):
 
     def validate_expires_at(self, value: Any) -> Any:
         return self._django(validation.expiry, value)
+
+    def validate_routing(self, value: Any) -> Any:
+        return self._django(validation.routing, value)
 
 
 class CreateKeySerializer(LimitsSerializer):

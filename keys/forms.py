@@ -52,6 +52,19 @@ class LimitsForm(forms.Form):
         required=False,
     )
 
+    routing = forms.JSONField(
+        label=_("Routing preferences"),
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 3, "placeholder": '{"sort": "price", "data_collection": "deny"}'}
+        ),
+        help_text=_(
+            "Defaults for the provider object of each request (order, only, ignore, "
+            "allow_fallbacks, sort, max_price, data_collection, zdr), as JSON; a request's "
+            "own fields override them. Empty: none."
+        ),
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["allowed_models"].choices = [  # type: ignore[attr-defined]
@@ -60,6 +73,9 @@ class LimitsForm(forms.Form):
 
     def clean_allowed_ips(self) -> list[str]:
         return validation.networks(self.cleaned_data["allowed_ips"].replace(",", "\n").splitlines())
+
+    def clean_routing(self) -> dict[str, object]:
+        return validation.routing(self.cleaned_data["routing"])
 
     def clean_expires_at(self) -> Any:
         return validation.expiry(self.cleaned_data["expires_at"])

@@ -16,6 +16,7 @@ LIMIT_FIELDS = (
     "tpm_limit",
     "spend_cap",
     "spend_cap_period",
+    "routing",
 )
 
 
@@ -61,6 +62,9 @@ class ApiKey(models.Model):
     spend_cap_period = models.CharField(
         _("spend cap period"), max_length=10, choices=Period.choices, default=Period.MONTH
     )
+    # Provider routing defaults (OpenRouter's ``provider`` object, as core.routing.parse
+    # normalises it): a request's own ``provider`` fields override them field by field.
+    routing = models.JSONField(_("routing preferences"), default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -25,6 +25,8 @@ def record(key: ApiKey) -> dict[str, object]:
         "tpm": key.tpm_limit,
         "cap": to_nanos(key.spend_cap) if key.spend_cap is not None else None,
         "cap_period": key.spend_cap_period,
+        # Only when set: a key without defaults keeps the relay on its plain path.
+        **({"routing": key.routing} if key.routing else {}),
     }
 
 

@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from catalog.models import Model
+from catalog.models import Model, Provider
+from core import routing as core_routing
 
 MAX_NETWORKS = 100
 
@@ -39,6 +40,26 @@ def models(values: list[str]) -> list[str]:
             _("Unknown model: %(model)s."), params={"model": str(unknown[0])[:100]}
         )
     return list(dict.fromkeys(values))
+
+
+def routing(value: object) -> dict[str, object]:
+    """A key's routing defaults: the relay's own rules for a request's ``provider`` object
+    (core.routing), and providers the catalog has. Empty (or null): none."""
+    if value in (None, "", {}):
+        return {}
+    try:
+        parsed = core_routing.parse(value, where="routing")
+    except core_routing.PreferenceError as exc:
+        raise ValidationError(exc.message) from None
+    named = {slug for name in core_routing.SLUG_LISTS for slug in parsed.get(name, ())}
+    unknown = sorted(
+        named - set(Provider.objects.filter(slug__in=named).values_list("slug", flat=True))
+    )
+    if unknown:
+        raise ValidationError(
+            _("Unknown provider: %(provider)s."), params={"provider": unknown[0][:100]}
+        )
+    return parsed
 
 
 def expiry(value: datetime | None) -> datetime | None:

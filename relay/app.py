@@ -7,7 +7,8 @@ one usage event. Run with ``uvicorn relay.app:app``.
 
 The parts, one module each: :mod:`relay.request` (the request and its client's side),
 :mod:`relay.holds` (the money held in Redis), :mod:`relay.upstream` (routes, attempts,
-streaming, the bill); here the ASGI app: lifespan, routing and the shape of errors.
+streaming, the bill), :mod:`relay.routing` (a request's provider preferences and fallback
+models); here the ASGI app: lifespan, routing and the shape of errors.
 """
 
 from __future__ import annotations
@@ -24,17 +25,18 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from core import jsonlog, state
+from core import routing as core_routing
 
-from . import limits, listing, metrics, prices, scripts
+from . import limits, listing, metrics, routing, scripts
 from .adapters import anthropic, completions, quirks, responses
 from .breaker import Breakers
 from .cluster import ClusterScriptClient
 from .config import Config
 from .counting import Counting
-from .errors import RelayError
+from .errors import RelayError, bad_request
 from .reporter import Reporter
 from .request import ClientGone, Request, Scope
-from .upstream import Upstream
+from .upstream import Upstream, ordered_routes
 from .views import Views
 
 log = logging.getLogger("relay")
@@ -52,6 +54,10 @@ RELAYED = frozenset(
         "/v1/responses",
     )
 )
+
+
+# OpenRouter's model-name suffixes and the sort each stands for.
+SHORTCUTS = {"floor": "price", "nitro": "throughput"}
 
 
 def reasons(model: dict[str, Any]) -> bool:
@@ -319,41 +325,151 @@ class Relay(Upstream, Counting):
 
     # ---- the relayed request ----------------------------------------------------------------
 
+    def _model(self, name: str, api: str) -> dict[str, Any]:
+        model = self.views.model(name)
+        if model is None or (api == "embeddings") != bool(model.get("embeddings")):
+            raise self._not_found(name)
+        return model
+
+    @staticmethod
+    def _not_found(name: str) -> RelayError:
+        return RelayError(
+            404,
+            f"The model '{str(name)[:100]}' does not exist or is not available for this endpoint.",
+            param="model",
+            code="model_not_found",
+        )
+
+    def _shortcut(self, req: Request, api: str, given: Any) -> tuple[dict[str, Any], Any]:
+        """(the model, the provider object with its ``sort``) for ``<model>:floor`` or
+        ``<model>:nitro``; the model's 404 otherwise (a ``sort`` the request gives wins)."""
+        name = str(req.body["model"])
+        base, _, suffix = name.rpartition(":")
+        sort = SHORTCUTS.get(suffix)
+        if sort is None or not base or not (given is None or isinstance(given, dict)):
+            raise self._not_found(name)
+        model = self._model(base, api)
+        req.body["model"] = base
+        if req.original is not None:
+            req.original["model"] = base
+        return model, {"sort": sort, **(given or {})}
+
+    @staticmethod
+    def _routes(
+        model: dict[str, Any], body: dict[str, Any], api: str, shape: str
+    ) -> list[dict[str, Any]]:
+        if api == "completions":
+            return completions.routes_for(model, body)
+        return quirks.routes_for(model, body, shape)
+
+    async def plan(
+        self,
+        req: Request,
+        api: str,
+        shape: str,
+        ip: str | None,
+        given: Any,
+        fallbacks: Any,
+        defaults: dict[str, Any] | None,
+    ) -> routing.Plan:
+        """The tries of a request with routing preferences (see :mod:`relay.routing`): a 400
+        for preferences that are not valid, a 404 when they leave no route."""
+        try:
+            own = core_routing.parse(given) if given is not None else None
+            names = core_routing.parse_models(fallbacks) if fallbacks is not None else []
+        except core_routing.PreferenceError as exc:
+            raise bad_request(exc.message, param=exc.param, code="invalid_routing") from None
+        if own:
+            known = self.views.providers
+            for name in ("order", "only", "ignore"):
+                unknown = [slug for slug in own.get(name, ()) if slug not in known]
+                if unknown:
+                    raise bad_request(
+                        f"'provider.{name}' names unknown providers: {', '.join(unknown)[:200]}.",
+                        param=f"provider.{name}",
+                        code="unknown_provider",
+                    )
+        prefs = core_routing.Preferences.of(core_routing.merge(defaults, own))
+        models = [(req.model, req.routes)]
+        refused: list[str] = []
+        for name in names:
+            model = self._model(name, api)
+            if any(m is model for m, _ in models):
+                continue
+            limits.check(req.key, model["id"], ip, req.started)
+            try:
+                models.append((model, self._routes(model, req.body, api, shape)))
+            except RelayError as exc:  # a fallback that cannot take the request is passed over
+                refused.append(f"{model['id']}: {exc.message}")
+        figures: dict[str, routing.Figures | None] = {}
+        if prefs.sort in ("throughput", "latency"):
+            ids = [m["id"] for m, _ in models]
+            raw = await self.redis.hmget(state.ROUTE_FIGURES, ids)
+            figures = {i: routing.hour_figures(r) for i, r in zip(ids, raw, strict=True)}
+        tries: list[routing.Try] = []
+        pinnable = 0
+        for model, routes in models:
+            kept, why = routing.admissible(model, routes, prefs)
+            if not kept:
+                refused.append(f"{model['id']}: {why}")
+                continue
+            arranged, alike = routing.arrange(
+                model, ordered_routes(kept), prefs, figures.get(model["id"])
+            )
+            if not tries:
+                pinnable = alike
+            tries.extend((model, route) for route in arranged)
+        if not tries:
+            # Each refusal reads "<model id>: <why>"; one model's needs no name twice.
+            if len(refused) == 1:
+                named, _, reasons_ = refused[0].partition(": ")
+                about = f"model {named}"
+            else:
+                named = ", ".join(r.partition(": ")[0] for r in refused)
+                about, reasons_ = f"any of the models {named}", "; ".join(refused)
+            raise RelayError(
+                404,
+                f"No route for {about} matches your provider preferences: {reasons_}.",
+                param="provider",
+                code="no_route_matches_preferences",
+            )
+        return routing.Plan(tries, pinnable)
+
     async def relay(self, scope: Scope, receive: Any, send: Any, req: Request, api: str) -> None:
         # The key first: a client without one never has its body read.
         req.body_pending = True
         req.key = await self.authenticate(scope)
         req.account = int(req.key["account"])
         raw = await self.read_body(scope, receive, req)
-        req.body = self.parse(raw, api)
+        body = req.body = self.parse(raw, api)
+        # Routing preferences never reach an upstream. Without any (the common case) this is
+        # three dict look-ups, and the plain path below.
+        given = body.pop("provider", None)
+        fallbacks = body.pop("models", None)
+        defaults = req.key.get("routing")
         if api == "responses":
             # Translated to chat once: routes, limits and the hold see a chat request.
-            req.original = req.body
-            req.body = responses.responses_request_to_chat(req.body)
+            req.original = body
+            body = req.body = responses.responses_request_to_chat(body)
         shape = "chat" if api == "responses" else api
-        model = self.views.model(req.body["model"])
-        if model is None or (api == "embeddings") != bool(model.get("embeddings")):
-            raise RelayError(
-                404,
-                f"The model '{str(req.body['model'])[:100]}' does not exist or is not "
-                f"available for this endpoint.",
-                param="model",
-                code="model_not_found",
-            )
+        try:
+            model = self._model(body["model"], api)
+        except RelayError:
+            # OpenRouter's shortcuts: "<model>:floor" sorts by price, "<model>:nitro" by
+            # throughput (looked for only once the name is not a model's).
+            model, given = self._shortcut(req, api, given)
         ip = limits.client_ip(scope, self.trusted)
         limits.check(req.key, model["id"], ip, req.started)
         req.client_net = limits.coarse(ip)
         req.model = model
         # A parameter the model or its provider does not take is refused before any hold.
-        if api == "responses" and "reasoning_effort" in req.body and not reasons(model):
+        if api == "responses" and "reasoning_effort" in body and not reasons(model):
             # Responses clients (Codex) send a reasoning effort whatever the model: where the
             # model does not reason it is dropped, not refused.
-            del req.body["reasoning_effort"]
-        if api == "completions":
-            req.routes = completions.routes_for(model, req.body)
-        else:
-            req.routes = quirks.routes_for(model, req.body, shape)
-        req.price = prices.of_model(model)
+            del body["reasoning_effort"]
+        req.routes = self._routes(model, body, api, shape)
+        if given is not None or fallbacks is not None or defaults:
+            req.plan = await self.plan(req, api, shape, ip, given, fallbacks, defaults)
         req.stream = shape in ("chat", "messages", "completions") and bool(req.body.get("stream"))
         await self.hold(req, self.worst_case(req, len(raw), shape))
         metrics.HOLDS.inc()

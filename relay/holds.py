@@ -16,7 +16,7 @@ from typing import Any
 
 from core import state
 
-from . import media
+from . import media, prices
 from .errors import RelayError
 from .request import Request
 from .usage import Usage
@@ -38,7 +38,8 @@ class Holds:
     scripts: dict[str, Callable[..., Awaitable[Any]]]
 
     def worst_case(self, req: Request, raw_size: int, api: str) -> int:
-        """Nano-dollars to hold: the most the request can cost at catalog prices.
+        """Nano-dollars to hold: the most the request can cost at catalog prices, on the
+        dearest of the routes it may be served by (of every model it may fall back to).
 
         The prompt: text is bounded by the body's size in bytes (capped by the context window),
         plus an allowance for the prompt a provider writes around tool definitions; an image,
@@ -48,12 +49,40 @@ class Holds:
         could be reasoning or audio), at the dearest long-context tier a prompt that size can
         reach; its images and seconds of audio at their own prices where the model has them;
         the model's per-request fee; and the most output the request allows. Also sets the
-        tokens the request counts against a tokens-per-minute limit."""
-        assert req.price is not None  # noqa: S101 - narrows for mypy: handle() prices before it holds
-        window = req.model.get("context_window") or 0
+        tokens the request counts against a tokens-per-minute limit, and ``req.price`` to the
+        price of the first route (each attempt sets its route's)."""
+        model = req.model
+        plan = req.plan
+        if plan is None and (prices.uniform(model) or not req.routes):
+            # The common case: one model, one price whichever route serves.
+            price = req.price = prices.of_model(model)
+            req.media = media.inspect(req.body, api, measure_audio=price.price.audio_second > 0)
+            return self._most(req, model, price, raw_size, api)
+        tries = plan.tries if plan is not None else [(model, r) for r in req.routes]
+        pairs: list[tuple[dict[str, Any], prices.NanoPrice]] = []
+        for m, route in tries:
+            pair = (m, prices.of_route(m, route))
+            if not any(m is p[0] and pair[1] is p[1] for p in pairs):
+                pairs.append(pair)
+        req.price = pairs[0][1]
+        req.media = media.inspect(
+            req.body, api, measure_audio=any(p.price.audio_second > 0 for _, p in pairs)
+        )
+        most = 0
+        for m, price in pairs:
+            most = max(most, self._most(req, m, price, raw_size, api))
+        return most
+
+    def _most(
+        self,
+        req: Request,
+        model: dict[str, Any],
+        price: prices.NanoPrice,
+        raw_size: int,
+        api: str,
+    ) -> int:
+        window = model.get("context_window") or 0
         req.prompt_estimate = min(raw_size, window) if window else raw_size
-        price = req.price.price
-        req.media = media.inspect(req.body, api, measure_audio=price.audio_second > 0)
         if req.media.other:
             prompt = window or MEDIA_PROMPT_CEILING
         else:
@@ -66,16 +95,16 @@ class Holds:
             body = req.body
             n = body.get("n") or 1
             requested = (body.get("max_completion_tokens") or body.get("max_tokens") or 0) * n
-            completion = requested or (req.model.get("max_output_tokens") or 8192) * n
+            completion = requested or (model.get("max_output_tokens") or 8192) * n
         elif api == "completions":
             body = req.body
             n = max(body.get("n") or 1, body.get("best_of") or 1)
             requested = (body.get("max_tokens") or 0) * n
-            completion = requested or (req.model.get("max_output_tokens") or 8192) * n
+            completion = requested or (model.get("max_output_tokens") or 8192) * n
         elif api == "messages":
             requested = completion = int(req.body["max_tokens"])
         req.tokens_counted = math.ceil(raw_size / 4) + requested
-        return req.price.most(
+        return price.most(
             prompt_tokens=prompt,
             completion_tokens=completion,
             images=req.media.images,

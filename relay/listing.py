@@ -7,7 +7,8 @@ the first two are built once per catalog load (:class:`Listing`), never per requ
 ``/endpoints`` is OpenRouter's ``/api/v1/models/{author}/{slug}/endpoints``: ``data`` is the
 model (id, name, created, description, architecture) with ``endpoints``, one per provider that
 serves it, in the order the relay tries them. Each carries OpenRouter's fields (``name``,
-``provider_name``, ``tag``, ``context_length``, ``max_completion_tokens``, ``pricing``,
+``provider_name``, ``tag``, ``context_length``, ``max_completion_tokens``, ``pricing`` (the
+route's own where it has one, else the model's),
 ``supported_parameters``, ``status``) and our figures from our own traffic: ``uptime_last_1h``
 (percent), ``latency_last_1h`` and ``throughput_last_1h`` (``{"p50": ...}``, milliseconds to
 the first token and tokens per second), each ``null`` below the threshold of data; and
@@ -49,7 +50,7 @@ class Listing:
         self.body = b'{"object":"list","data":[' + b",".join(self.objects.values()) + b"]}"
 
 
-def _endpoint(model: JSON, meta: JSON, route: JSON) -> JSON:
+def _endpoint(model: JSON, meta: JSON, route: JSON, pricing: dict[str, JSON]) -> JSON:
     windows: JSON = route.get("windows") or {}
     hour: JSON = windows.get("hour") or {}
     enough = bool(hour.get("enough_data"))
@@ -64,7 +65,8 @@ def _endpoint(model: JSON, meta: JSON, route: JSON) -> JSON:
         "context_length": route.get("context_length"),
         "max_completion_tokens": route.get("max_output_tokens"),
         "max_prompt_tokens": None,
-        "pricing": meta.get("pricing", {}),
+        # The route's own price where it has one, else the model's.
+        "pricing": pricing.get(str(route.get("provider"))) or meta.get("pricing", {}),
         "supported_parameters": meta.get("supported_parameters", []),
         "quantization": None,
         "status": 0,
@@ -105,6 +107,10 @@ def endpoints(model: JSON, figures: list[JSON] | None) -> bytes:
     meta: JSON = model.get("meta") or {}
     obj = model_object(model)
     routes = figures if figures is not None else _routes_without_figures(model, meta)
+    pricing: dict[str, JSON] = {}
+    for route in model.get("routes", []):
+        if route.get("pricing"):
+            pricing.setdefault(str(route.get("provider")), route["pricing"])
     return orjson.dumps(
         {
             "data": {
@@ -113,7 +119,7 @@ def endpoints(model: JSON, figures: list[JSON] | None) -> bytes:
                 "created": obj["created"],
                 "description": obj.get("description", ""),
                 "architecture": obj.get("architecture"),
-                "endpoints": [_endpoint(model, meta, route) for route in routes],
+                "endpoints": [_endpoint(model, meta, route, pricing) for route in routes],
             }
         }
     )

@@ -143,3 +143,22 @@ def of_model(model: dict[str, Any]) -> NanoPrice:
     if not isinstance(cached, NanoPrice):
         cached = model["_nano_price"] = NanoPrice(Price.from_dict(model["price"]))
     return cached
+
+
+def of_route(model: dict[str, Any], route: dict[str, Any]) -> NanoPrice:
+    """The price a request served by ``route`` is charged: the route's own where the catalog
+    gives it one, else the model's. Built on first use and kept on the route's entry."""
+    cached = route.get("_nano_price")
+    if not isinstance(cached, NanoPrice):
+        own = route.get("price")
+        cached = route["_nano_price"] = NanoPrice(Price.from_dict(own)) if own else of_model(model)
+    return cached
+
+
+def uniform(model: dict[str, Any]) -> bool:
+    """Whether every route of ``model`` is charged the model's price (no route has one of its
+    own): then one price covers the request, whichever route serves it. Kept on the entry."""
+    cached = model.get("_uniform")
+    if cached is None:
+        cached = model["_uniform"] = not any(r.get("price") for r in model.get("routes", ()))
+    return bool(cached)

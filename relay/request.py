@@ -18,6 +18,7 @@ from .adapters import anthropic, completions, responses
 from .config import Config
 from .errors import RelayError, bad_request, unauthorized
 from .exchange import StreamTranslator
+from .routing import Plan
 from .views import Views
 
 Scope = dict[str, Any]
@@ -52,6 +53,7 @@ class Request:
         "media",
         "model",
         "original",
+        "plan",
         "price",
         "prompt_estimate",
         "rate_headers",
@@ -99,6 +101,9 @@ class Request:
         self.route: dict[str, Any] = {}
         self.routes: list[dict[str, Any]] = []  # the model's routes that take the request
         self.price: prices.NanoPrice | None = None
+        # The (model, route) tries of a request with routing preferences (relay.routing);
+        # None on the plain path (the model's routes, in the operator's order).
+        self.plan: Plan | None = None
         self.body: dict[str, Any] = {}
         # A Responses request as the client sent it (``body`` is its chat translation).
         self.original: dict[str, Any] | None = None
@@ -213,6 +218,9 @@ class ClientSide:
         if not isinstance(body, dict):
             raise bad_request("The request body must be a JSON object.")
         model = body.get("model")
+        if model is None and isinstance(body.get("models"), list) and body["models"]:
+            # OpenRouter's fallback list without a model: its first is the model.
+            model = body["model"] = body["models"][0]
         if not isinstance(model, str) or not model:
             raise bad_request("'model' is required and must be a string.", param="model")
         if api == "messages":

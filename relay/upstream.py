@@ -72,18 +72,39 @@ class Upstream(ClientSide, Holds):
     breakers: Breakers
 
     async def forward(self, scope: Scope, send: Any, req: Request, api: str) -> None:
-        """Try the model's routes in order; move on only while nothing reached the client."""
+        """Try the model's routes in order (or the tries of a request with routing preferences,
+        :mod:`relay.routing`); move on only while nothing reached the client."""
         error: RelayError | None = None
         breakers = self.breakers
-        model_id = req.model["id"]
-        routes = ordered_routes(req.routes)
+        model = req.model
+        plan = req.plan
         pin = None
-        if len(routes) > 1 and self.config.sticky_ttl > 0:
-            pin = await self._pinned(scope, req, routes)
-            if pin is not None:
-                routes = pin[1]
-        for route in routes:
-            health = state.route_id(model_id, route["provider"], route["upstream_model"])
+        if plan is None:
+            routes = ordered_routes(req.routes)
+            if len(routes) > 1 and self.config.sticky_ttl > 0:
+                pin = await self._pinned(scope, req, routes)
+                if pin is not None:
+                    routes = pin[1]
+            tries = [(model, route) for route in routes]
+        else:
+            tries = plan.tries
+            if tries[0][0] is not model:  # the first model has no route the preferences admit
+                model = tries[0][0]
+                self._serve_as(req, model)
+            if plan.pinnable > 1 and self.config.sticky_ttl > 0:
+                # The pin chooses only among the first routes the preferences rank alike.
+                first = [route for _, route in tries[: plan.pinnable]]
+                pin = await self._pinned(scope, req, first)
+                if pin is not None:
+                    tries = [(model, route) for route in pin[1]] + tries[plan.pinnable :]
+        uniform = plan is None and prices.uniform(model)
+        for serving, route in tries:
+            if serving is not model:
+                self._serve_as(req, serving)
+                model = serving
+            if not uniform:
+                req.price = prices.of_route(model, route)
+            health = state.route_id(model["id"], route["provider"], route["upstream_model"])
             probe = False
             if breakers.open:
                 due = breakers.due(health)
@@ -96,7 +117,7 @@ class Upstream(ClientSide, Holds):
                 req.body,
                 route,
                 stream=req.stream,
-                max_output=int(req.model.get("max_output_tokens") or 8192),
+                max_output=int(model.get("max_output_tokens") or 8192),
                 request_id=req.id,
                 original=req.original,
             )
@@ -110,7 +131,7 @@ class Upstream(ClientSide, Holds):
             try:
                 await self.attempt(send, req, exchange)
                 verdict = False
-                if pin is not None:
+                if pin is not None and model is tries[0][0]:
                     await self._pin(pin[0], route)
                 return
             except Retryable as exc:
@@ -138,6 +159,20 @@ class Upstream(ClientSide, Holds):
             )
         self.report_failure(req)
         raise error
+
+    @staticmethod
+    def _serve_as(req: Request, model: dict[str, Any]) -> None:
+        """The next tries are of a fallback model (the ``models`` list): the request is that
+        model's from here on (its answer names it, its usage is billed at its price); the
+        attempts of the model before it are reported as its own."""
+        if req.attempts:
+            # routestats counts attempts per model: those of the model given up on go now.
+            # (Best effort: the worker records a "failed" event per request id once.)
+            pass
+        req.model = model
+        req.body["model"] = model["id"]
+        if req.original is not None:
+            req.original["model"] = model["id"]
 
     async def _pinned(
         self, scope: Scope, req: Request, routes: list[dict[str, Any]]

@@ -37,6 +37,8 @@ class Views:
         self.keys: dict[str, dict[str, Any] | None] = {}
         self.models: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
+        # Every provider slug that serves a model: what routing preferences may name.
+        self.providers: frozenset[str] = frozenset()
         self.listing = Listing({})  # /v1/models, built once per catalog load
         self.live = False  # subscribed: the cache may be trusted
         self.generation = 0  # bumped on every eviction; stale lookups don't fill the cache
@@ -86,6 +88,9 @@ class Views:
         self.open_keys(models)
         listing = Listing(models)
         self.models = models
+        self.providers = frozenset(
+            str(route.get("provider")) for model in models.values() for route in model["routes"]
+        )
         self.aliases = data.get("aliases", {})
         self.listing = listing
 

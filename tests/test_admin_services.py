@@ -394,6 +394,37 @@ def test_a_price_version_is_added_never_edited(
     assert catalog_in_redis(redis_client)["models"]["mistral-small"]["price"]["version"] == 3
 
 
+def test_a_route_gets_a_price_of_its_own_that_is_not_the_models(
+    admin_client: Client, redis_client: redis_lib.Redis
+) -> None:
+    model = Model.objects.get(id="mistral-small")
+    route = Route.objects.create(
+        model=model, provider=Provider.objects.get(slug="openai"), upstream_model="x", priority=1
+    )
+    add = f"{reverse('admin:catalog_priceversion_add')}?model=mistral-small"
+    elsewhere = Route.objects.filter(model_id="gpt-4o").first()
+    assert elsewhere is not None
+    refused = submit(admin_client, add, route=str(elsewhere.pk), input="0.1", output="0.3")
+    assert refused.status_code == 200
+    assert "Choose a route of this model, or none." in refused.content.decode()
+
+    response = submit(admin_client, add, route=str(route.pk), input="0.1", output="0.3")
+    assert response.status_code == 302, errors(response)
+    own = PriceVersion.objects.get(route=route)
+    assert (own.version, own.input, own.source) == (2, Decimal("0.1"), Source.ADMIN)
+    # The model's own price is unchanged: the newest version without a route.
+    price = Model.objects.get(id="mistral-small").price
+    assert price is not None and price.version == 1
+    published = catalog_in_redis(redis_client)["models"]["mistral-small"]
+    assert published["price"]["version"] == 1
+    by_upstream = {r["upstream_model"]: r for r in published["routes"]}
+    assert by_upstream["x"]["price"]["version"] == 2
+    assert "price" not in by_upstream["mistral-small-latest"]
+    # Usage keeps the version: the route cannot be deleted, only switched off.
+    delete = reverse("admin:catalog_route_delete", args=[route.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+
+
 def test_the_model_lists_action_opens_the_price_form(admin_client: Client) -> None:
     model = Model.objects.get(id="gpt-4o")
     response = act(admin_client, Model, "add_price_version", model)

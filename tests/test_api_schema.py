@@ -54,6 +54,7 @@ MODEL_IDS = ["schema-model-a", "schema-model-b"]
 # What OpenAPI cannot say, the schema names as a format and a description; these strategies
 # generate the values those formats mean, so that "valid" here is valid to the API too.
 schemathesis.openapi.format("model-id", st.sampled_from(MODEL_IDS))
+schemathesis.openapi.format("provider-slug", st.sampled_from(["schema-provider"]))
 schemathesis.openapi.format(
     "ip-network",
     st.one_of(

@@ -373,3 +373,48 @@ def test_bob_cannot_revoke_or_see_alices_management_keys(alice: Any, bob: Any) -
     assert client.post(reverse("management_keys"), {"revoke": "not-a-number"}).status_code == 404
     key.refresh_from_db()
     assert key.is_active
+
+
+def test_routing_defaults_are_set_in_the_form_and_the_api_and_reach_the_relay(
+    alice: Any, redis_client: Any
+) -> None:
+    key, _ = issue_key(account=alice.account, name="routed")
+    url = reverse("key_detail", args=[key.pk])
+    client = signed_in(alice)
+    saved = client.post(
+        url,
+        {"limits-routing": '{"sort": "price", "only": ["Mistral"], "data_collection": null}'},
+    )
+    assert saved.status_code in (200, 302)
+    key.refresh_from_db()
+    assert key.routing == {"only": ["mistral"], "sort": "price"}  # normalised
+    assert redis_record(redis_client, key)["routing"] == {"only": ["mistral"], "sort": "price"}
+    for bad, says in (
+        ('{"sort": "cheapest"}', "routing.sort"),
+        ('{"colour": "blue"}', "routing.colour"),
+        ('{"only": ["nowhere"]}', "Unknown provider: nowhere."),
+        ("[1, 2]", "&#x27;routing&#x27; must be an object."),
+    ):
+        body = client.post(url, {"limits-routing": bad}).content.decode()
+        assert says in body, bad
+    key.refresh_from_db()
+    assert key.routing == {"only": ["mistral"], "sort": "price"}
+    # Emptied: no defaults, and the key's record carries none (the relay's plain path).
+    client.post(url, {"limits-routing": ""})
+    key.refresh_from_db()
+    assert key.routing == {} and "routing" not in redis_record(redis_client, key)
+
+    api = bearer(issue_management_key(account=alice.account, name="s")[1])
+    created = api.post(
+        "/api/v1/keys/",
+        {"name": "api", "routing": {"zdr": True, "max_price": {"prompt": 1}}},
+        content_type="application/json",
+    )
+    assert created.status_code == 201, created.content
+    assert created.json()["routing"] == {"max_price": {"prompt": "1"}, "zdr": True}
+    refused = api.post(
+        "/api/v1/keys/",
+        {"name": "api", "routing": {"sort": "random"}},
+        content_type="application/json",
+    )
+    assert refused.status_code == 400 and "routing" in refused.json()

@@ -14,7 +14,7 @@ import pytest
 from django.utils import timezone
 
 from billing.models import UsageEvent
-from catalog.models import Model, Provider, Route
+from catalog.models import Model, PriceVersion, Provider, Route
 from keys.models import ApiKey
 from keys.services import issue_key
 from keys.sync import push
@@ -127,6 +127,7 @@ def route_model(relay: Any, model_id: str, *targets: tuple[str, str, int]) -> No
     """Give the model one route per (provider slug, base URL, priority), and wait until the
     relay has them."""
     model = Model.objects.get(id=model_id)
+    PriceVersion.objects.filter(route__model=model).delete()  # (a route's prices keep it)
     Route.objects.filter(model=model).delete()
     for slug, base_url, priority in targets:
         provider, _ = Provider.objects.update_or_create(
