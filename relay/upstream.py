@@ -164,11 +164,12 @@ class Upstream(ClientSide, Holds):
     def _serve_as(req: Request, model: dict[str, Any]) -> None:
         """The next tries are of a fallback model (the ``models`` list): the request is that
         model's from here on (its answer names it, its usage is billed at its price); the
-        attempts of the model before it are reported as its own."""
-        if req.attempts:
-            # routestats counts attempts per model: those of the model given up on go now.
-            # (Best effort: the worker records a "failed" event per request id once.)
-            pass
+        attempts of the models before it keep their model's id (a 4th element, read by
+        billing.routestats), so that they count against the routes that failed."""
+        given_up = str(req.model["id"])
+        for attempt in req.attempts:
+            if len(attempt) == 3:
+                attempt.append(given_up)
         req.model = model
         req.body["model"] = model["id"]
         if req.original is not None:

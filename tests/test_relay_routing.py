@@ -354,6 +354,11 @@ def test_models_falls_back_to_the_next_model_billed_at_its_price(
         last_request(servers["cheap"])["body"]["model"]
         == Model.objects.get(id=FALLBACK).upstream_model
     )
+    # The failed attempt counts against the route that failed: the first model's.
+    from catalog.models import RouteHour
+
+    assert RouteHour.objects.filter(model_id=MODEL, provider="broken").exclude(errors=0).exists()
+    assert not RouteHour.objects.filter(model_id=FALLBACK, provider="broken").exists()
 
 
 def test_a_route_priced_request_is_debited_exactly(
