@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from django.core import signing
 from django.db.models import Q, QuerySet
@@ -47,6 +47,21 @@ def network_of(request: Any) -> str:
     X-Forwarded-For for TP_TRUSTED_PROXIES alone (serving/__main__.py). Takes Django's request
     or DRF's (which hands ``META`` through)."""
     return coarse(request.META.get("REMOTE_ADDR") or None)
+
+
+class Origin(TypedDict):
+    """Who acted and from where, as the services take them (``**audit.origin(request)``)."""
+
+    actor: User | None
+    network: str
+
+
+def origin(request: Any) -> Origin:
+    """The signed-in user of a page's or an API call's request (a management key's owner), and
+    the request's network."""
+    user = getattr(request, "user", None)
+    actor = user if user is not None and user.is_authenticated else None
+    return {"actor": actor, "network": network_of(request)}
 
 
 def _jsonable(value: Any) -> Any:

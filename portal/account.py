@@ -110,9 +110,9 @@ def export(user: User) -> Iterator[str]:
 def delete(user: User) -> None:
     account = account_of(user)
     for key in ApiKey.objects.filter(account=account, status=ApiKey.Status.ACTIVE):
-        revoke_key(key=key)
+        revoke_key(key=key, actor=user, reason="account_deleted")
     for management_key in account.management_keys.filter(revoked_at__isnull=True):
-        revoke_management_key(key=management_key)
+        revoke_management_key(key=management_key, actor=user, reason="account_deleted")
     # Every signed-in session of the user ends (allauth's session list knows them all).
     for session in UserSession.objects.filter(user=user):
         session.end()

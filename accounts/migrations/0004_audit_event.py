@@ -7,27 +7,83 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0003_user_time_zone'),
+        ("accounts", "0003_user_time_zone"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor_label', models.CharField(max_length=254, verbose_name='actor')),
-                ('action', models.CharField(choices=[('key.created', 'API key created'), ('key.renamed', 'API key renamed'), ('key.limits_changed', 'API key limits changed'), ('key.routing_changed', 'API key routing changed'), ('key.rotated', 'API key rotated'), ('key.revoked', 'API key revoked'), ('management_key.created', 'Management key created'), ('management_key.revoked', 'Management key revoked'), ('topup.credited', 'Top-up credited'), ('voucher.redeemed', 'Voucher redeemed'), ('credit.granted', 'Balance adjusted by the operator'), ('auth.password_changed', 'Password changed'), ('auth.email_changed', 'Primary email address changed'), ('auth.2fa_enabled', 'Second factor added'), ('auth.2fa_disabled', 'Second factor removed'), ('account.time_zone_changed', 'Time zone changed')], max_length=64, verbose_name='action')),
-                ('target', models.CharField(blank=True, max_length=200, verbose_name='target')),
-                ('network', models.CharField(blank=True, max_length=64, verbose_name='network')),
-                ('details', models.JSONField(blank=True, default=dict, verbose_name='details')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='time')),
-                ('account', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='audit_events', to='accounts.account')),
-                ('actor', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("actor_label", models.CharField(max_length=254, verbose_name="actor")),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("key.created", "API key created"),
+                            ("key.renamed", "API key renamed"),
+                            ("key.limits_changed", "API key limits changed"),
+                            ("key.routing_changed", "API key routing changed"),
+                            ("key.rotated", "API key rotated"),
+                            ("key.revoked", "API key revoked"),
+                            ("management_key.created", "Management key created"),
+                            ("management_key.revoked", "Management key revoked"),
+                            ("topup.credited", "Top-up credited"),
+                            ("voucher.redeemed", "Voucher redeemed"),
+                            ("credit.granted", "Balance adjusted by the operator"),
+                            ("auth.password_changed", "Password changed"),
+                            ("auth.email_changed", "Primary email address changed"),
+                            ("auth.2fa_enabled", "Second factor added"),
+                            ("auth.2fa_disabled", "Second factor removed"),
+                            ("account.time_zone_changed", "Time zone changed"),
+                        ],
+                        max_length=64,
+                        verbose_name="action",
+                    ),
+                ),
+                ("target", models.CharField(blank=True, max_length=200, verbose_name="target")),
+                ("network", models.CharField(blank=True, max_length=64, verbose_name="network")),
+                ("details", models.JSONField(blank=True, default=dict, verbose_name="details")),
+                (
+                    "created_at",
+                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="time"),
+                ),
+                (
+                    "account",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="audit_events",
+                        to="accounts.account",
+                    ),
+                ),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(models.F('account'), models.OrderBy(models.F('created_at'), descending=True), models.OrderBy(models.F('id'), descending=True), name='audit_page')],
+                "indexes": [
+                    models.Index(
+                        models.F("account"),
+                        models.OrderBy(models.F("created_at"), descending=True),
+                        models.OrderBy(models.F("id"), descending=True),
+                        name="audit_page",
+                    )
+                ],
             },
         ),
     ]
