@@ -2,11 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts import views as account_views
 from accounts.auth import admin_login
 from billing import views as billing_views
 from catalog import views as catalog_views
 
-from . import docs_views, observability, popularity, views
+from . import api_audit, docs_views, observability, popularity, views
 
 # Staff sign in through allauth like everyone else (its rate limits and second factor); the
 # admin's own form would take a password alone. Set before admin.site.urls is read below.
@@ -34,11 +35,15 @@ urlpatterns = [
     path("billing/", billing_views.billing, name="billing"),
     path("", include("billing.urls")),
     path("account/data/", views.account_data, name="account_data"),
+    path("account/audit/", account_views.audit_log, name="audit_log"),
+    path("account/audit/export.csv", account_views.audit_csv, name="audit_csv"),
     path("account/time-zone/", views.account_time_zone, name="account_time_zone"),
     path("account/export/", views.account_export, name="account_export"),
     path("account/delete/", views.account_delete, name="account_delete"),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    # Before the keys API, whose last pattern answers every other path under it with a 404.
+    path("api/v1/audit/", api_audit.audit_list, name="api_audit"),
     path("api/v1/", include("billing.api_urls")),
     path("api/v1/", include("keys.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
