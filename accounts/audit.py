@@ -88,9 +88,10 @@ def record(
     network: str = "",
     request: HttpRequest | None = None,
     details: Mapping[str, Any] | None = None,
+    by_system: bool = False,
 ) -> AuditEvent:
-    """Append one event. ``actor`` None: the operator (an adjustment) or the system (a payment
-    provider). With ``request``, the network is the request's and, if no actor is named, the
+    """Append one event. ``actor`` None: the operator (a command, the admin), or with
+    ``by_system`` the system itself (a payment provider's webhook, a leak report). With ``request``, the network is the request's and, if no actor is named, the
     actor is its signed-in user. ``target`` names what was acted on (a key's name and prefix, a
     receipt number): never a secret."""
     if request is not None:
@@ -103,7 +104,7 @@ def record(
     if actor is not None:
         label = actor.email
     else:
-        label = AuditEvent.OPERATOR if action == Action.CREDIT_GRANTED else AuditEvent.SYSTEM
+        label = AuditEvent.SYSTEM if by_system else AuditEvent.OPERATOR
     return AuditEvent.objects.create(
         account=account,
         actor=actor,

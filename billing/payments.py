@@ -150,6 +150,7 @@ def confirm(
         action=audit.Action.TOPUP_CREDITED,
         target=p.receipt_number or f"payment:{p.uuid}",
         details={"amount": credit, "method": p.provider, "auto_topup": p.auto},
+        by_system=True,
     )
     account_id, auto = p.account_id, p.auto
     log.info("payment %s credited %s USD", p.uuid, credit)

@@ -139,6 +139,8 @@ def revoke_key(
             network=network,
             target=_target(key),
             details={"reason": reason} if reason else None,
+            # Nobody asked, for a reason: a leak report, an expiry.
+            by_system=actor is None and bool(reason),
         )
     return key
 
@@ -237,6 +239,8 @@ def revoke_management_key(
             network=network,
             target=_target(key),
             details={"reason": reason} if reason else None,
+            # Nobody asked, for a reason: a leak report, an expiry.
+            by_system=actor is None and bool(reason),
         )
 
 
