@@ -91,8 +91,9 @@ def record(
     by_system: bool = False,
 ) -> AuditEvent:
     """Append one event. ``actor`` None: the operator (a command, the admin), or with
-    ``by_system`` the system itself (a payment provider's webhook, a leak report). With ``request``, the network is the request's and, if no actor is named, the
-    actor is its signed-in user. ``target`` names what was acted on (a key's name and prefix, a
+    ``by_system`` the system itself (a payment provider's webhook, a leak report). With
+    ``request``, the network is the request's and, if no actor is named, the actor is its
+    signed-in user. ``target`` names what was acted on (a key's name and masked form, a
     receipt number): never a secret."""
     if request is not None:
         network = network or network_of(request)
