@@ -158,14 +158,16 @@ class Page:
     older: str | None  # a cursor to the next page (older events), None on the last
 
 
-def _sign(account: Account, created_at: datetime, event_id: int) -> str:
-    return signing.dumps([account.pk, created_at.isoformat(), event_id], salt=_SALT)
+def sign_cursor(account_id: int, created_at: datetime, event_id: int) -> str:
+    """A cursor to the events after (older than) this one, good for this account only."""
+    return signing.dumps([account_id, created_at.isoformat(), event_id], salt=_SALT)
 
 
-def _read(account: Account, value: str) -> tuple[datetime, int]:
+def read_cursor(account_id: int, value: str) -> tuple[datetime, int]:
+    """The position a cursor points at. Raises :class:`BadCursor`."""
     try:
-        account_id, created_at, event_id = signing.loads(value, salt=_SALT)
-        if account_id != account.pk:
+        owner, created_at, event_id = signing.loads(value, salt=_SALT)
+        if owner != account_id:
             raise BadCursor(value)
         return datetime.fromisoformat(created_at), int(event_id)
     except (signing.BadSignature, TypeError, ValueError) as exc:
@@ -197,11 +199,13 @@ def page(
     """One page of the log, newest first, after ``cursor``. Raises :class:`BadCursor`."""
     query = events(account, filters).select_related("actor")
     if cursor:
-        query = _older_than(query, *_read(account, cursor))
+        query = _older_than(query, *read_cursor(account.pk, cursor))
     rows = list(query[: per_page + 1])
     more = len(rows) > per_page
     rows = rows[:per_page]
-    return Page(rows, older=_sign(account, rows[-1].created_at, rows[-1].pk) if more else None)
+    return Page(
+        rows, older=sign_cursor(account.pk, rows[-1].created_at, rows[-1].pk) if more else None
+    )
 
 
 # ---- the CSV -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import exceptions, serializers
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 from rest_framework.permissions import IsAuthenticated
@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from accounts import audit
 from accounts.models import Account, AuditEvent
 from accounts.selectors import account_of
-from billing.api import INTEGER, CursorField, InstantField
+from billing.api import INTEGER, InstantField
 from keys.api import AUTHENTICATION, ERRORS
 from keys.models import ManagementKey
 
@@ -33,13 +33,25 @@ def _account(request: Request) -> Account:
     return account
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "audit-cursor",
+        "maxLength": 500,
+        "description": "The `next` of a previous answer, with the same filters.",
+    }
+)
+class AuditCursorField(serializers.CharField):
+    """Not the request log's cursor: signed apart, so one is never taken for the other."""
+
+
 class AuditQuerySerializer(serializers.Serializer):
     action = serializers.ChoiceField(
         choices=AuditEvent.Action.values, required=False, help_text="Only events of this action."
     )
     since = InstantField(required=False, help_text="Events at or after this time (RFC 3339).")
     until = InstantField(required=False, help_text="Events before this time (RFC 3339).")
-    cursor = CursorField(required=False, max_length=500)
+    cursor = AuditCursorField(required=False, max_length=500)
     limit = serializers.IntegerField(
         required=False, min_value=1, max_value=audit.MAX_PER_PAGE, default=audit.PER_PAGE
     )

@@ -7,7 +7,7 @@ from accounts.auth import admin_login
 from billing import views as billing_views
 from catalog import views as catalog_views
 
-from . import api_audit, docs_views, observability, popularity, views
+from . import docs_views, observability, popularity, views
 
 # Staff sign in through allauth like everyone else (its rate limits and second factor); the
 # admin's own form would take a password alone. Set before admin.site.urls is read below.
@@ -42,8 +42,7 @@ urlpatterns = [
     path("account/delete/", views.account_delete, name="account_delete"),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
-    # Before the keys API, whose last pattern answers every other path under it with a 404.
-    path("api/v1/audit/", api_audit.audit_list, name="api_audit"),
+    path("api/v1/", include("portal.api_urls")),
     path("api/v1/", include("billing.api_urls")),
     path("api/v1/", include("keys.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
