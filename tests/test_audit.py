@@ -392,6 +392,15 @@ def test_the_csv_cannot_run_formulas(alice: Any) -> None:
     assert targets and all(t.startswith("'=HYPERLINK(1)") for t in targets)
 
 
+def test_the_data_export_holds_the_log(alice: Any) -> None:
+    issue_key(account=alice.account, name="laptop", actor=alice)
+    client = reauthenticated(signed_in(alice))
+    raw = b"".join(client.get(reverse("account_export")).streaming_content).decode()
+    log = json.loads(raw)["audit_log"]
+    assert [e["action"] for e in log] == ["credit.granted", "key.created"]
+    assert log[1]["actor_label"] == alice.email and log[0]["details"] == {"amount": "10"}
+
+
 def test_the_audit_page_is_for_signed_in_users(client: Client, alice: Any) -> None:
     response = client.get(reverse("audit_log"))
     assert response.status_code == 302 and "login" in response["Location"]
