@@ -53,7 +53,7 @@ def _limits(key: ApiKey) -> dict[str, Any]:
 
 
 def _set_limits(key: ApiKey) -> dict[str, Any]:
-    return {name: value for name, value in _limits(key).items() if value not in (None, "", [])}
+    return {name: value for name, value in _limits(key).items() if value not in (None, "", [], {})}
 
 
 def _issue(*, account: Account, name: str, limits: dict[str, Any] | None) -> tuple[ApiKey, str]:
@@ -112,15 +112,21 @@ def update_limits(
     key.save(update_fields=[n for n in limits if n in LIMIT_FIELDS])
     transaction.on_commit(lambda: sync.push(key))
     changed = audit.changes(before, _limits(key))
-    if changed:  # a form saved as it was is no event
-        audit.record(
-            account=key.account,
-            action=audit.Action.KEY_LIMITS_CHANGED,
-            actor=actor,
-            network=network,
-            target=_target(key),
-            details=changed,
-        )
+    # Routing defaults are told apart from the limits; a form saved as it was is no event.
+    routing = changed.pop("routing", None)
+    for action, details in (
+        (audit.Action.KEY_LIMITS_CHANGED, changed),
+        (audit.Action.KEY_ROUTING_CHANGED, {"routing": routing} if routing else {}),
+    ):
+        if details:
+            audit.record(
+                account=key.account,
+                action=action,
+                actor=actor,
+                network=network,
+                target=_target(key),
+                details=details,
+            )
     return key
 
 

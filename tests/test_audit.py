@@ -84,9 +84,21 @@ def test_it_records_each_key_action_once_with_actor_target_and_network(alice: An
     event = only(alice, A.KEY_LIMITS_CHANGED)
     assert event.details["rpm_limit"] == {"old": 60, "new": 120}
     assert (event.actor, event.network) == (alice, HOME_NET)
-    # Saving the same limits again changes nothing, and is no event.
-    client.post(reverse("key_detail", args=[key.pk]), {"limits-rpm_limit": "120"})
+    # Routing defaults are an event of their own.
+    client.post(
+        reverse("key_detail", args=[key.pk]),
+        {"limits-rpm_limit": "120", "limits-routing": '{"sort": "price"}'},
+    )
+    event = only(alice, A.KEY_ROUTING_CHANGED)
+    assert event.details == {"routing": {"old": {}, "new": {"sort": "price"}}}
     assert len(events(alice, A.KEY_LIMITS_CHANGED)) == 1
+    # Saving the same limits again changes nothing, and is no event.
+    client.post(
+        reverse("key_detail", args=[key.pk]),
+        {"limits-rpm_limit": "120", "limits-routing": '{"sort": "price"}'},
+    )
+    assert len(events(alice, A.KEY_LIMITS_CHANGED)) == 1
+    assert len(events(alice, A.KEY_ROUTING_CHANGED)) == 1
 
     rotated = client.post(reverse("key_rotate", args=[key.pk]), {"grace": "0"})
     new_key = ApiKey.objects.get(account=alice.account, status="active")
