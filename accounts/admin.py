@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import services
 from .emails import NormalizedEmailField
-from .models import Account, User
+from .models import Account, AuditEvent, User
 
 # An address an operator types is stored in the same one form as a signup's (accounts.emails).
 NORMALIZED_EMAIL_FIELDS: dict[type[models.Field[Any, Any]], dict[str, Any]] = {
@@ -79,6 +79,28 @@ class AccountAdmin(admin.ModelAdmin):
 
     list_display = ("pk", "user", "created_at")
     search_fields = ("user__email",)
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit log is append-only: operators read it here; nobody adds, edits or deletes."""
+
+    list_display = ("created_at", "account", "actor_label", "action", "target", "network")
+    list_filter = ("action",)
+    search_fields = ("account__user__email", "actor_label", "target")
+    date_hierarchy = "created_at"
+    list_select_related = ("account__user",)
+    # The log runs long: no COUNT(*) of the whole table on every page.
+    show_full_result_count = False
 
     def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from django import forms
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils.translation import gettext_lazy as _
 
 from . import timezones
-from .models import User
+from .audit import Filters
+from .models import AuditEvent, User
 
 
 class TimeZoneForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -34,3 +37,52 @@ class TimeZoneForm(forms.ModelForm):  # type: ignore[type-arg]
         )
         field: Any = self.fields["time_zone"]
         field.choices = [("", automatic), *((name, name) for name in timezones.names())]
+
+
+# Bounded so that a day's midnight in any zone is a time the database can hold.
+_DAYS = [MinValueValidator(date(2000, 1, 1)), MaxValueValidator(date(2999, 12, 31))]
+
+
+class AuditFilterForm(forms.Form):
+    """The audit log's filters (GET): an action, and whole days in the reader's time zone."""
+
+    action = forms.ChoiceField(
+        label=_("Action"),
+        required=False,
+        choices=[("", _("All actions")), *AuditEvent.Action.choices],
+    )
+    since = forms.DateField(
+        label=_("From"),
+        required=False,
+        validators=_DAYS,
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    until = forms.DateField(
+        label=_("To"),
+        required=False,
+        validators=_DAYS,
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            self.add_error("until", _("The end of the range is before its start."))
+        return data
+
+    def filters(self, zone: tzinfo) -> Filters:
+        """The cleaned filters, the days made into the zone's midnights (the end exclusive)."""
+        if not self.is_bound:
+            return Filters()
+        data = self.cleaned_data
+        since, until = data.get("since"), data.get("until")
+        return Filters(
+            action=data.get("action") or "",
+            since=datetime.combine(since, time.min, tzinfo=zone) if since else None,
+            until=(
+                datetime.combine(until + timedelta(days=1), time.min, tzinfo=zone)
+                if until
+                else None
+            ),
+        )

@@ -5,6 +5,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .emails import normalize_email
@@ -73,3 +74,85 @@ class Account(models.Model):
 
     def __str__(self) -> str:
         return f"account {self.pk} ({self.user})"
+
+
+class AuditQuerySet(models.QuerySet["AuditEvent"]):
+    """The log is append-only: no bulk change or removal through the app."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise TypeError("audit events are never changed")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise TypeError("audit events are never deleted")
+
+
+class AuditEvent(models.Model):
+    """Who did what to an account, when, from which network (issue 15). Keyed by the account,
+    not the user: an organization will be an account with members, and its owners and admins
+    will read the same log. Written only by ``accounts.audit.record``; never a secret in any
+    column (a key is named by its display prefix)."""
+
+    class Action(models.TextChoices):
+        # Room is left for the organizations' member.*, invitation.* and ownership.transferred.
+        KEY_CREATED = "key.created", _("API key created")
+        KEY_RENAMED = "key.renamed", _("API key renamed")
+        KEY_LIMITS_CHANGED = "key.limits_changed", _("API key limits changed")
+        KEY_ROUTING_CHANGED = "key.routing_changed", _("API key routing changed")
+        KEY_ROTATED = "key.rotated", _("API key rotated")
+        KEY_REVOKED = "key.revoked", _("API key revoked")
+        MANAGEMENT_KEY_CREATED = "management_key.created", _("Management key created")
+        MANAGEMENT_KEY_REVOKED = "management_key.revoked", _("Management key revoked")
+        TOPUP_CREDITED = "topup.credited", _("Top-up credited")
+        VOUCHER_REDEEMED = "voucher.redeemed", _("Voucher redeemed")
+        CREDIT_GRANTED = "credit.granted", _("Balance adjusted by the operator")
+        PASSWORD_CHANGED = "auth.password_changed", _("Password changed")
+        EMAIL_CHANGED = "auth.email_changed", _("Primary email address changed")
+        TWO_FACTOR_ENABLED = "auth.2fa_enabled", _("Second factor added")
+        TWO_FACTOR_DISABLED = "auth.2fa_disabled", _("Second factor removed")
+        TIME_ZONE_CHANGED = "account.time_zone_changed", _("Time zone changed")
+
+    # Who acted when no user did: the operator (an adjustment) or the system (a payment
+    # provider's webhook). A user's label is their address, which holds an "@".
+    OPERATOR = "operator"
+    SYSTEM = "system"
+
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="audit_events", db_index=False
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+    )
+    # The actor's address at the time, so that the row still reads after they change it or
+    # leave; or OPERATOR / SYSTEM.
+    actor_label = models.CharField(_("actor"), max_length=254)
+    action = models.CharField(_("action"), max_length=64, choices=Action.choices)
+    target = models.CharField(_("target"), max_length=200, blank=True)
+    network = models.CharField(_("network"), max_length=64, blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("time"), default=timezone.now)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The log's pages: one account's events, newest first, by keyset on (time, id).
+            models.Index(
+                "account", models.F("created_at").desc(), models.F("id").desc(), name="audit_page"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_label} on account {self.account_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise TypeError("audit events are never changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise TypeError("audit events are never deleted")

@@ -98,13 +98,7 @@ class LedgerEntryAdmin(ReadOnly):
 
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
         data = form.cleaned_data
-        entry = ledger.post_entry(
-            account=data["account"],
-            amount=data["amount"],
-            kind=LedgerEntry.Kind.ADJUSTMENT,
-            reference="operator",
-            note=data["note"],
-        )
+        entry = ledger.adjust(account=data["account"], amount=data["amount"], note=data["note"])
         obj.pk, obj.seq, obj.balance_after = entry.pk, entry.seq, entry.balance_after
 
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 
+from accounts import audit
 from accounts.models import Account
 from core.pricing import from_nanos
 
@@ -117,6 +118,26 @@ def credit(*, account: Account, amount: Decimal, kind: str, reference: str = "",
     if amount <= 0:
         raise ValueError("a credit is positive")
     return post_entry(account=account, amount=amount, kind=kind, reference=reference, note=note)
+
+
+@transaction.atomic
+def adjust(*, account: Account, amount: Decimal, note: str = "") -> LedgerEntry:
+    """An operator's credit (or, negative, debit): ``manage.py credit`` and the admin's
+    "credit or debit an account" both come here, and the account's audit log shows it."""
+    entry = post_entry(
+        account=account,
+        amount=amount,
+        kind=LedgerEntry.Kind.ADJUSTMENT,
+        reference="operator",
+        note=note,
+    )
+    audit.record(
+        account=account,
+        action=audit.Action.CREDIT_GRANTED,
+        target=f"ledger #{entry.seq}",
+        details={"amount": amount, "note": entry.note} if entry.note else {"amount": amount},
+    )
+    return entry
 
 
 def summary(account: Account) -> dict[str, Decimal]:

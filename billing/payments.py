@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts import audit
 from accounts.language import in_language_of
 
 from . import ledger, signals
@@ -144,6 +145,13 @@ def confirm(
     if not any(p.billing_details.values() if p.billing_details else ()):
         p.billing_details = profile_of(p.account).details()
     p.save()
+    audit.record(
+        account=p.account,
+        action=audit.Action.TOPUP_CREDITED,
+        target=p.receipt_number or f"payment:{p.uuid}",
+        details={"amount": credit, "method": p.provider, "auto_topup": p.auto},
+        by_system=True,
+    )
     account_id, auto = p.account_id, p.auto
     log.info("payment %s credited %s USD", p.uuid, credit)
     transaction.on_commit(

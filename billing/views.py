@@ -22,6 +22,7 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts import audit
 from accounts.models import Account
 from accounts.selectors import account_of
 from accounts.timezones import BROWSER_COOKIE, zone_of
@@ -489,7 +490,9 @@ def redeem_voucher(request: HttpRequest) -> HttpResponse:
     form = VoucherForm(request.POST)
     if form.is_valid():
         try:
-            voucher = vouchers.redeem(account=account, code=form.cleaned_data["code"])
+            voucher = vouchers.redeem(
+                account=account, code=form.cleaned_data["code"], **audit.origin(request)
+            )
         except vouchers.VoucherError as exc:
             form.add_error("code", str(exc))
         else:

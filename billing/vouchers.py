@@ -16,7 +16,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts.models import Account
+from accounts import audit
+from accounts.models import Account, User
 
 from . import ledger
 from .models import LedgerEntry, Voucher, VoucherBatch
@@ -79,8 +80,9 @@ def _failures_key(account: Account) -> str:
     return f"voucher-failures:{account.pk}"
 
 
-def redeem(*, account: Account, code: str) -> Voucher:
-    """Credit the voucher's amount to ``account`` once. Raises VoucherError."""
+def redeem(*, account: Account, code: str, actor: User | None = None, network: str = "") -> Voucher:
+    """Credit the voucher's amount to ``account`` once. Raises VoucherError. ``actor`` and
+    ``network``: who redeemed it, from where, for the audit log."""
     key = _failures_key(account)
     if int(cache.get(key) or 0) >= MAX_FAILURES_PER_HOUR:
         raise VoucherError(_("Too many wrong codes. Try again in an hour."))
@@ -105,6 +107,15 @@ def redeem(*, account: Account, code: str) -> Voucher:
             voucher.redeemed_at = timezone.now()
             voucher.ledger_entry = entry
             voucher.save(update_fields=["redeemed_by", "redeemed_at", "ledger_entry"])
+            audit.record(
+                account=account,
+                action=audit.Action.VOUCHER_REDEEMED,
+                actor=actor,
+                network=network,
+                # The code's last four, as the ledger's note: the whole code was money.
+                target=f"…{voucher.code[-4:]}",
+                details={"amount": voucher.amount},
+            )
             return voucher
     except UnknownCode:
         cache.add(key, 0, 3600)

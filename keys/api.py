@@ -33,6 +33,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts import audit
 from accounts.models import Account
 from accounts.selectors import account_of
 from core import routing as core_routing
@@ -328,7 +329,7 @@ def keys(request: Request) -> Response:
     serializer.is_valid(raise_exception=True)
     data = dict(serializer.validated_data)
     name = data.pop("name")
-    key, secret = issue_key(account=account, name=name, limits=data)
+    key, secret = issue_key(account=account, name=name, limits=data, **audit.origin(request))
     return Response(_with_secret(key, secret), status=status.HTTP_201_CREATED)
 
 
@@ -354,7 +355,9 @@ def key(request: Request, key_id: int) -> Response:
             raise exceptions.ValidationError({"detail": "A revoked key cannot be changed."})
         serializer = LimitsSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        obj = update_limits(key=obj, limits=dict(serializer.validated_data))
+        obj = update_limits(
+            key=obj, limits=dict(serializer.validated_data), **audit.origin(request)
+        )
     return Response(KeySerializer(obj).data)
 
 
@@ -369,7 +372,7 @@ def key(request: Request, key_id: int) -> Response:
 @permission_classes([IsAuthenticated])
 def revoke(request: Request, key_id: int) -> Response:
     obj = get_object_or_404(ApiKey, pk=key_id, account=_account(request))
-    return Response(KeySerializer(revoke_key(key=obj)).data)
+    return Response(KeySerializer(revoke_key(key=obj, **audit.origin(request))).data)
 
 
 @extend_schema(
@@ -387,5 +390,7 @@ def rotate(request: Request, key_id: int) -> Response:
         raise exceptions.ValidationError({"detail": "A revoked key cannot be rotated."})
     serializer = RotateSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
-    new, secret = rotate_key(key=obj, grace_seconds=serializer.validated_data["grace_seconds"])
+    new, secret = rotate_key(
+        key=obj, grace_seconds=serializer.validated_data["grace_seconds"], **audit.origin(request)
+    )
     return Response(_with_secret(new, secret), status=status.HTTP_201_CREATED)

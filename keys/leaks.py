@@ -114,7 +114,7 @@ def report(request: HttpRequest) -> HttpResponse:
             if key is not None:
                 label = "true_positive"
                 if key.is_active:
-                    revoke_key(key=key)
+                    revoke_key(key=key, reason="leaked")
                     url = str(candidate.get("url") or "")
                     transaction.on_commit(functools.partial(_notify, key, url))
                     log.warning("revoked leaked key %s (account %s)", key.masked, key.account_id)

@@ -14,6 +14,6 @@ def expire_keys() -> int:
     expired = ApiKey.objects.filter(status=ApiKey.Status.ACTIVE, expires_at__lte=timezone.now())
     count = 0
     for key in expired.iterator():
-        revoke_key(key=key)
+        revoke_key(key=key, reason="expired")
         count += 1
     return count

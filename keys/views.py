@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
+from accounts import audit
 from accounts.models import Account
 from accounts.selectors import account_of
 from core import state
@@ -48,7 +49,10 @@ def key_list(request: HttpRequest) -> HttpResponse:
             return redirect("keys")
         if form.is_valid():
             created, secret = issue_key(
-                account=account, name=form.cleaned_data["name"], limits=form.limits()
+                account=account,
+                name=form.cleaned_data["name"],
+                limits=form.limits(),
+                **audit.origin(request),
             )
             form = KeyForm()
     keys = list(account.api_keys.select_related("replaced_by"))
@@ -77,7 +81,7 @@ def key_detail(request: HttpRequest, key_id: int) -> HttpResponse:
     form = LimitsForm.for_key(key, request.POST if request.method == "POST" else None)
     saved = False
     if request.method == "POST" and key.is_active and form.is_valid():
-        key = update_limits(key=key, limits=form.limits())
+        key = update_limits(key=key, limits=form.limits(), **audit.origin(request))
         form = LimitsForm.for_key(key)
         saved = True
     context = {"nav": "keys", "key": key, "form": form, "saved": saved}
@@ -99,7 +103,7 @@ def key_detail(request: HttpRequest, key_id: int) -> HttpResponse:
 @require_POST
 def revoke(request: HttpRequest, key_id: int) -> HttpResponse:
     key = _own_key(account_of(request.user), key_id)
-    revoke_key(key=key)
+    revoke_key(key=key, **audit.origin(request))
     messages.success(request, _("Key “%(name)s” revoked.") % {"name": key.name})
     return redirect("keys")
 
@@ -113,7 +117,9 @@ def rotate(request: HttpRequest, key_id: int) -> HttpResponse:
     if not key.is_active or not form.is_valid():
         messages.error(request, _("This key cannot be rotated."))
         return redirect("key_detail", key_id=key.pk)
-    new, secret = rotate_key(key=key, grace_seconds=form.cleaned_data["grace"])
+    new, secret = rotate_key(
+        key=key, grace_seconds=form.cleaned_data["grace"], **audit.origin(request)
+    )
     key.refresh_from_db()
     keys = list(account.api_keys.select_related("replaced_by"))
     return render(
@@ -148,13 +154,13 @@ def management_keys(request: HttpRequest) -> HttpResponse:
                 pk=int(key_id) if key_id.isascii() and key_id.isdigit() else 0,
                 account=account,
             )
-            revoke_management_key(key=key)
+            revoke_management_key(key=key, **audit.origin(request))
             messages.success(request, _("Management key revoked."))
             return redirect("management_keys")
         # PostgreSQL stores no NUL in text: one in a posted name would be a 500.
         name = request.POST.get("name", "").replace("\x00", "").strip()
         if name:
-            secret = issue_management_key(account=account, name=name)[1]
+            secret = issue_management_key(account=account, name=name, **audit.origin(request))[1]
     return render(
         request,
         "keys/management_keys.html",

@@ -19,7 +19,7 @@ from django.apps import apps
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
-from accounts.models import User
+from accounts.models import AuditEvent, User
 from accounts.selectors import account_of
 from billing import ledger
 from billing.models import LedgerEntry, UsageEvent
@@ -49,6 +49,7 @@ KEY_FIELDS = (
     "revoked_at",
     *LIMIT_FIELDS,
 )
+AUDIT_FIELDS = ("created_at", "actor_label", "action", "target", "network", "details")
 LEDGER_FIELDS = ("seq", "created_at", "kind", "amount", "balance_after", "reference", "note")
 USAGE_FIELDS = (
     "request_id",
@@ -98,6 +99,12 @@ def export(user: User) -> Iterator[str]:
             "usage",
             UsageEvent.objects.filter(account=account).order_by("started_at").values(*USAGE_FIELDS),
         ),
+        (
+            "audit_log",
+            AuditEvent.objects.filter(account=account)
+            .order_by("created_at", "id")
+            .values(*AUDIT_FIELDS),
+        ),
     ):
         yield f', "{name}": ['
         for i, row in enumerate(rows.iterator(chunk_size=2000)):
@@ -110,9 +117,9 @@ def export(user: User) -> Iterator[str]:
 def delete(user: User) -> None:
     account = account_of(user)
     for key in ApiKey.objects.filter(account=account, status=ApiKey.Status.ACTIVE):
-        revoke_key(key=key)
+        revoke_key(key=key, actor=user, reason="account_deleted")
     for management_key in account.management_keys.filter(revoked_at__isnull=True):
-        revoke_management_key(key=management_key)
+        revoke_management_key(key=management_key, actor=user, reason="account_deleted")
     # Every signed-in session of the user ends (allauth's session list knows them all).
     for session in UserSession.objects.filter(user=user):
         session.end()

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts import views as account_views
 from accounts.auth import admin_login
 from billing import views as billing_views
 from catalog import views as catalog_views
@@ -34,11 +35,14 @@ urlpatterns = [
     path("billing/", billing_views.billing, name="billing"),
     path("", include("billing.urls")),
     path("account/data/", views.account_data, name="account_data"),
+    path("account/audit/", account_views.audit_log, name="audit_log"),
+    path("account/audit/export.csv", account_views.audit_csv, name="audit_csv"),
     path("account/time-zone/", views.account_time_zone, name="account_time_zone"),
     path("account/export/", views.account_export, name="account_export"),
     path("account/delete/", views.account_delete, name="account_delete"),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("api/v1/", include("portal.api_urls")),
     path("api/v1/", include("billing.api_urls")),
     path("api/v1/", include("keys.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),

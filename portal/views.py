@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from accounts import audit
 from accounts.emails import lookup_key
 from accounts.forms import TimeZoneForm
 from accounts.models import User
@@ -120,7 +121,16 @@ def account_time_zone(request: HttpRequest) -> HttpResponse:
     form = TimeZoneForm(request.POST or None, instance=user, browser_zone=browser_zone)
     if request.method == "POST":
         if form.is_valid():
+            before = User.objects.values_list("time_zone", flat=True).get(pk=user.pk)
             form.save()
+            if user.time_zone != before:
+                audit.record(
+                    account=account_of(user),
+                    action=audit.Action.TIME_ZONE_CHANGED,
+                    request=request,
+                    target=user.time_zone,
+                    details=audit.changes({"time_zone": before}, {"time_zone": user.time_zone}),
+                )
             messages.success(request, _("Time zone saved."))
             return redirect("account_time_zone")
         status = 400

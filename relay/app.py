@@ -26,6 +26,7 @@ import redis.exceptions
 
 from core import jsonlog, state
 from core import routing as core_routing
+from core.network import coarse
 
 from . import limits, listing, metrics, routing, scripts
 from .adapters import anthropic, completions, quirks, responses
@@ -460,7 +461,7 @@ class Relay(Upstream, Counting):
             model, given = self._shortcut(req, api, given)
         ip = limits.client_ip(scope, self.trusted)
         limits.check(req.key, model["id"], ip, req.started)
-        req.client_net = limits.coarse(ip)
+        req.client_net = coarse(ip)
         req.model = model
         # A parameter the model or its provider does not take is refused before any hold.
         if api == "responses" and "reasoning_effort" in body and not reasons(model):

@@ -3,7 +3,6 @@ client addresses. Rate limits and spend caps are counted in Redis by the reserve
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import time
 from typing import Any
@@ -74,17 +73,3 @@ def check(record: dict[str, Any], model_id: str, ip: str | None, now: float | No
                 type="permission_error",
                 code="ip_not_allowed",
             )
-
-
-@functools.lru_cache(maxsize=4096)
-def coarse(address: str | None) -> str:
-    """Where a request came from, coarsened for the key's "last used from": the IPv4 /24 or
-    IPv6 /48 network, never the address itself."""
-    if not address:
-        return ""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return ""
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))

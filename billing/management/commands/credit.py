@@ -7,7 +7,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.management import account_named
 from billing import ledger
-from billing.models import LedgerEntry
 
 
 class Command(BaseCommand):
@@ -25,11 +24,5 @@ class Command(BaseCommand):
             raise CommandError(f"not an amount: {amount}") from None
         if not value.is_finite() or value == 0 or value.as_tuple().exponent < -9:  # type: ignore[operator]
             raise CommandError("the amount must be non-zero with at most 9 decimals")
-        entry = ledger.post_entry(
-            account=account_named(email),
-            amount=value,
-            kind=LedgerEntry.Kind.ADJUSTMENT,
-            reference="operator",
-            note=note,
-        )
+        entry = ledger.adjust(account=account_named(email), amount=value, note=note)
         self.stdout.write(f"Credited {value} USD to {email}; balance {entry.balance_after}")
