@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any, TypedDict
 
 from django.core import signing
+from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
@@ -115,6 +116,16 @@ def record(
         network=network[:64],
         details=_jsonable(dict(details or {})),
     )
+
+
+def forget(user: User) -> int:
+    """Erase what the log says personally of ``user`` when their account is deleted: the
+    address their events name them by and the networks they acted from. The events stay (the
+    account's history: which key was revoked when); the only change ever made to the log."""
+    done: int = models.QuerySet.update(
+        AuditEvent.objects.filter(actor=user), actor_label=user.email[:254], network=""
+    )
+    return done
 
 
 def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from django.apps import apps
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 
+from accounts import audit
 from accounts.models import AuditEvent, User
 from accounts.selectors import account_of
 from billing import ledger
@@ -133,6 +134,7 @@ def delete(user: User) -> None:
     user.is_staff = False
     user.is_superuser = False
     user.save()
+    audit.forget(user)  # the events they did name them by the erased address from now on
 
 
 def _delete_related(user: User) -> None:

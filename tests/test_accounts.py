@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
+from accounts.models import AuditEvent
 from billing.models import LedgerEntry
 from keys.models import ApiKey
 from keys.services import issue_key
@@ -121,6 +122,11 @@ def test_deleting_an_account_revokes_keys_erases_data_and_keeps_the_ledger(
     key.refresh_from_db()
     assert key.status == ApiKey.Status.REVOKED and redis_record(redis_client, key) is None
     assert LedgerEntry.objects.filter(account=alice.account).count() == 1
+    # The audit log keeps the account's history but no longer names her or where she was.
+    events = AuditEvent.objects.filter(account=alice.account)
+    assert events.filter(action="key.revoked", actor=user).exists()
+    assert not events.filter(actor_label="alice@example.com").exists()
+    assert not events.filter(actor=user).exclude(network="").exists()
     assert client.get(reverse("dashboard")).status_code == 302
     assert (
         Client()
