@@ -14,11 +14,11 @@ from django.http import (
     QueryDict,
     StreamingHttpResponse,
 )
-from django.shortcuts import render
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
+
+from lib import htmx
 
 from . import audit, timezones
 from .forms import AuditFilterForm
@@ -108,16 +108,14 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "cursor_error": cursor_error,
         "paged": bool(request.GET.get("cursor")),
     }
-    headers = request.headers
-    fragment = (
-        headers.get("HX-Request") == "true"
-        and headers.get("HX-Target") == "audit-results"
-        and "HX-History-Restore-Request" not in headers
+    return htmx.page_or_part(
+        request,
+        page="accounts/audit.html",
+        part="accounts/partials/audit_log.html",
+        target="audit-results",
+        context=context,
+        status=status,
     )
-    template = "accounts/partials/audit_log.html" if fragment else "accounts/audit.html"
-    response = render(request, template, context, status=status)
-    patch_vary_headers(response, ("HX-Request", "HX-Target"))
-    return response
 
 
 @require_GET

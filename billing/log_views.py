@@ -20,13 +20,13 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
 from accounts.models import Account
 from accounts.selectors import account_of
+from lib import htmx
 
 from . import requestlog
 from .forms import RequestLogForm
@@ -123,16 +123,14 @@ def usage_requests(request: HttpRequest) -> HttpResponse:
         "find_error": find_error,
         "cursor_error": cursor_error,
     }
-    headers = request.headers
-    fragment = (
-        headers.get("HX-Request") == "true"
-        and headers.get("HX-Target") == "log-results"
-        and "HX-History-Restore-Request" not in headers
+    return htmx.page_or_part(
+        request,
+        page="billing/requests.html",
+        part="billing/partials/request_log.html",
+        target="log-results",
+        context=context,
+        status=status,
     )
-    template = "billing/partials/request_log.html" if fragment else "billing/requests.html"
-    response = render(request, template, context, status=status)
-    patch_vary_headers(response, ("HX-Request", "HX-Target"))
-    return response
 
 
 @require_GET

@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from core.pricing import cost
+from lib import htmx
 from lib.money import usd_text
 
 from .figures import route_figures
@@ -42,16 +43,6 @@ COMPARE_MAX = 4
 # passes in (portal wires billing's daily rollups), since the catalog sits below billing.
 UsageCounts = Callable[[], Mapping[str, int]]
 MODALITY_ORDER = ("text", "image", "audio", "video", "file", "pdf", "embeddings")
-
-
-def _fragment(request: HttpRequest, target: str) -> bool:
-    """An htmx request for one part of the page (a history restore wants the whole page)."""
-    headers = request.headers
-    return (
-        headers.get("HX-Request") == "true"
-        and headers.get("HX-Target") == target
-        and "HX-History-Restore-Request" not in headers
-    )
 
 
 def _rendered(request: HttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
@@ -202,9 +193,13 @@ def model_list(request: HttpRequest, usage_counts: UsageCounts | None = None) ->
         "contexts": form.fields["min_context"].choices,  # type: ignore[attr-defined]
         "page_query": params.urlencode(),
     }
-    if _fragment(request, "catalog-results"):
-        return _rendered(request, "catalog/partials/model_results.html", context)
-    return _rendered(request, "catalog/models.html", context)
+    return htmx.page_or_part(
+        request,
+        page="catalog/models.html",
+        part="catalog/partials/model_results.html",
+        target="catalog-results",
+        context=context,
+    )
 
 
 def _listed(model_id: str) -> Entry:
@@ -260,7 +255,7 @@ def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
         "cost_form": form,
         "cost": _cost_of(entry, form),
     }
-    if _fragment(request, "cost-result"):
+    if htmx.wants_part(request, "cost-result"):
         return _rendered(request, "catalog/partials/cost.html", context)
     context.update(
         {
