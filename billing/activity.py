@@ -40,9 +40,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connections, transaction
-from django.db.models import BooleanField, QuerySet, Sum
+from django.db.models import BigIntegerField, BooleanField, QuerySet, Sum
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import TruncDate
+from django.db.models.functions import Cast, TruncDate
 
 from accounts.models import Account
 
@@ -161,6 +161,12 @@ class Scope:
 
 
 _SUMS = {f"s_{name}": Sum(name) for name in FIGURES}
+# The same as PostgreSQL gives them to psycopg as Python's own types: counts as bigint (a sum
+# of bigints is numeric), the cost as numeric (Decimal).
+_SQL_SUMS = {
+    f"s_{name}": Sum(name) if name == "cost" else Cast(Sum(name), BigIntegerField())
+    for name in FIGURES
+}
 
 
 def _figures(row: dict[str, Any]) -> list[Any]:
@@ -185,7 +191,19 @@ def _grouped(
         yield None, (), _figures(queryset.aggregate(**_SUMS))
         return
     width = len(names)
-    for row in queryset.values_list(*names).annotate(**_SUMS).order_by():
+    grouped = queryset.values_list(*names).order_by()
+    rows: Iterable[Sequence[Any]]
+    connection = connections[queryset.db]
+    if connection.vendor == "postgresql":
+        # Fetched as psycopg loads them: Django's converters, a call per value, were a sixth
+        # of a 90-day page's time (some 2,000 rows of ten values).
+        sql, params = grouped.annotate(**_SQL_SUMS).query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+    else:
+        rows = grouped.annotate(**_SUMS)
+    for row in rows:
         sums = [value if value is not None else 0 for value in row[width:]]
         yield (row[0] if bucket else None), row[width - len(dims) : width], sums
 
