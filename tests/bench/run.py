@@ -1169,7 +1169,7 @@ def phase_con1(ctx: Ctx) -> dict[str, Any]:
                 "added p50",
                 "added p99",
                 "added p50 range",
-                "p50<=1/p99<=3",
+                "p50<=1/p99<=2",
             ],
             rows,
         )
