@@ -192,7 +192,7 @@ def _grouped(
         return
     width = len(names)
     grouped = queryset.values_list(*names).order_by()
-    rows: Iterable[Sequence[Any]]
+    rows: Iterable[tuple[Any, ...]]
     connection = connections[queryset.db]
     if connection.vendor == "postgresql":
         # Fetched as psycopg loads them: Django's converters, a call per value, were a sixth
