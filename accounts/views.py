@@ -14,11 +14,10 @@ from django.http import (
     QueryDict,
     StreamingHttpResponse,
 )
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
-from lib import htmx
+from lib import downloads, htmx
 
 from . import audit, timezones
 from .forms import AuditFilterForm
@@ -124,24 +123,11 @@ def audit_csv(request: HttpRequest) -> HttpResponseBase:
     account = _readable_account(request)
     form = AuditFilterForm(request.GET)
     if not form.is_valid():
-        return HttpResponse(
-            "\n".join(
-                f"{name}: {' '.join(str(e) for e in errors)}"
-                for name, errors in form.errors.items()
-            ),
-            status=400,
-            content_type="text/plain; charset=utf-8",
-        )
+        return downloads.form_errors(form)
     zone = timezones.zone_of(request.user, request.COOKIES.get(timezones.BROWSER_COOKIE))
     return csv_response(account, form.filters(zone))
 
 
 def csv_response(account: Account, filters: audit.Filters) -> StreamingHttpResponse:
     """The log as a CSV download, streamed as it is read."""
-    response = StreamingHttpResponse(
-        audit.csv_lines(account, filters), content_type="text/csv; charset=utf-8"
-    )
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
-    response["Cache-Control"] = "private, no-store"
-    return response
+    return downloads.csv_download(audit.csv_lines(account, filters), "audit")

@@ -19,14 +19,13 @@ from django.http import (
 )
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
 from accounts.models import Account
 from accounts.selectors import account_of
-from lib import htmx
+from lib import downloads, htmx
 
 from . import requestlog
 from .forms import RequestLogForm
@@ -172,23 +171,10 @@ def usage_requests_csv(request: HttpRequest) -> HttpResponseBase:
     account = account_of(request.user)
     form = RequestLogForm(request.GET, keys=_key_choices(account))
     if not form.is_valid():
-        return HttpResponse(
-            "\n".join(
-                f"{name}: {' '.join(str(e) for e in errors)}"
-                for name, errors in form.errors.items()
-            ),
-            status=400,
-            content_type="text/plain; charset=utf-8",
-        )
+        return downloads.form_errors(form)
     return csv_response(account, form.filters(reader_zone(request.user)))
 
 
 def csv_response(account: Account, filters: requestlog.Filters) -> StreamingHttpResponse:
     """The log as a CSV download, streamed as it is read."""
-    response = StreamingHttpResponse(
-        requestlog.csv_lines(account, filters), content_type="text/csv; charset=utf-8"
-    )
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response["Content-Disposition"] = f'attachment; filename="requests-{stamp}.csv"'
-    response["Cache-Control"] = "private, no-store"
-    return response
+    return downloads.csv_download(requestlog.csv_lines(account, filters), "requests")
