@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import services
 from .emails import NormalizedEmailField
-from .models import Account, AuditEvent, User
+from .models import Account, AuditEvent, Invitation, Membership, Organization, User
 
 # An address an operator types is stored in the same one form as a signup's (accounts.emails).
 NORMALIZED_EMAIL_FIELDS: dict[type[models.Field[Any, Any]], dict[str, Any]] = {
@@ -96,9 +96,9 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     list_display = ("created_at", "account", "actor_label", "action", "target", "network")
     list_filter = ("action",)
-    search_fields = ("account__user__email", "actor_label", "target")
+    search_fields = ("account__user__email", "account__organization__name", "actor_label", "target")
     date_hierarchy = "created_at"
-    list_select_related = ("account__user",)
+    list_select_related = ("account__user", "account__organization")
     # The log runs long: no COUNT(*) of the whole table on every page.
     show_full_result_count = False
 
@@ -110,3 +110,42 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False
+
+
+class ReadOnly(admin.ModelAdmin):
+    """Organizations change through their owners and admins (accounts.organizations, which
+    audits every change and revokes a removed member's keys); operators read them here."""
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    fields = ("user", "role", "spend_cap", "spend_cap_period", "joined_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(Organization)
+class OrganizationAdmin(ReadOnly):
+    list_display = ("name", "account", "created_at")
+    search_fields = ("name", "memberships__user__email")
+    inlines = (MembershipInline,)
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnly):
+    list_display = ("email", "organization", "role", "status", "created_at", "answered_at")
+    list_filter = ("status", "role")
+    search_fields = ("email", "organization__name")

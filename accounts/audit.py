@@ -29,6 +29,7 @@ from django.http import HttpRequest
 
 from core.network import coarse
 
+from . import roles
 from .models import Account, AuditEvent, User
 
 Action = AuditEvent.Action
@@ -141,10 +142,9 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, An
 
 
 def can_read(user: Any, account: Account) -> bool:
-    """Whether ``user`` may read ``account``'s log. Today an account is one user's own;
-    organizations will add their owners and admins here, and every page and API call asks
-    this one function."""
-    return bool(getattr(user, "is_authenticated", False)) and account.user_id == user.pk
+    """Whether ``user`` may read ``account``'s log: a personal account's user, an
+    organization's owner and admins. Every page and API call asks this one function."""
+    return roles.can(user, account, roles.AUDIT)
 
 
 # ---- reading -----------------------------------------------------------------------------

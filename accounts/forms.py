@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, tzinfo
+from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -9,7 +10,9 @@ from django.utils.translation import gettext_lazy as _
 
 from . import timezones
 from .audit import Filters
-from .models import AuditEvent, User
+from .emails import NormalizedEmailField
+from .models import AuditEvent, Role, SpendPeriod, User
+from .roles import ASSIGNABLE
 
 
 class TimeZoneForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -86,3 +89,56 @@ class AuditFilterForm(forms.Form):
                 else None
             ),
         )
+
+
+# ---- organizations (issue 15) ----------------------------------------------------------------
+
+
+def _clean_name(value: str) -> str:
+    name = value.replace("\x00", "").strip()
+    if not name:
+        raise forms.ValidationError(_("Enter a name."))
+    return name
+
+
+class OrganizationForm(forms.Form):
+    name = forms.CharField(label=_("Organization name"), max_length=100)
+
+    def clean_name(self) -> str:
+        return _clean_name(self.cleaned_data["name"])
+
+
+class InviteForm(forms.Form):
+    email = NormalizedEmailField(label=_("Email address"), max_length=254)
+    role = forms.ChoiceField(
+        label=_("Role"),
+        choices=[(r, Role(r).label) for r in ASSIGNABLE],
+        initial=Role.MEMBER,
+    )
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(label=_("Role"), choices=[(r, Role(r).label) for r in ASSIGNABLE])
+
+
+class MemberCapForm(forms.Form):
+    spend_cap = forms.DecimalField(
+        label=_("Spend cap (USD)"),
+        required=False,
+        min_value=Decimal(0),
+        max_digits=20,
+        decimal_places=9,
+        help_text=_("Over all of this member's keys. Leave empty for no cap."),
+    )
+    spend_cap_period = forms.ChoiceField(
+        label=_("Cap period"), choices=SpendPeriod.choices, initial=SpendPeriod.MONTH
+    )
+
+
+class TransferForm(forms.Form):
+    member = forms.TypedChoiceField(label=_("New owner"), coerce=int)
+
+    def __init__(self, *args: Any, members: list[tuple[int, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field: Any = self.fields["member"]
+        field.choices = members

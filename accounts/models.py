@@ -8,6 +8,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from lib.money import MONEY
+
 from .emails import normalize_email
 
 
@@ -62,18 +64,143 @@ class User(AbstractUser):
         return self.email
 
 
-class Account(models.Model):
-    """Whose balance it is. Today one per user; the ledger and keys hang off the account so
-    that teams can share one later without moving money rows. Made with its user (signals.py);
-    billing gives it its place in the relay's view and any signup credit."""
+class Organization(models.Model):
+    """A team that shares one balance (its ``account``), keys, usage and receipts (issue 15).
+    Made by ``accounts.organizations.create`` with its account and its owner's membership."""
 
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="account"
-    )
+    name = models.CharField(_("name"), max_length=100)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"account {self.pk} ({self.user})"
+        return self.name
+
+
+class Account(models.Model):
+    """Whose balance it is: a user's personal account, or an organization's. The ledger, keys,
+    usage and receipts hang off the account, so a team shares them without moving money rows.
+    A user's is made with its user (signals.py), an organization's with the organization;
+    billing gives it its place in the relay's view and any signup credit."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="account",
+        null=True,
+        blank=True,
+    )
+    organization = models.OneToOneField(
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="account",
+        null=True,
+        blank=True,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, organization__isnull=True)
+                | models.Q(user__isnull=True, organization__isnull=False),
+                name="account_has_one_holder",
+            )
+        ]
+
+    def __str__(self) -> str:
+        holder = self.organization if self.organization_id else self.user
+        return f"account {self.pk} ({holder})"
+
+    @property
+    def name(self) -> str:
+        """What the switcher and the pages call it: the organization's name, or "Personal"."""
+        if self.organization_id:
+            return self.organization.name  # type: ignore[union-attr]
+        return str(_("Personal"))
+
+
+class Role(models.TextChoices):
+    """What a member may do in an organization (``accounts.roles`` holds the rules)."""
+
+    OWNER = "owner", _("Owner")
+    ADMIN = "admin", _("Admin")
+    MEMBER = "member", _("Member")
+    BILLING = "billing", _("Billing")
+
+
+class SpendPeriod(models.TextChoices):
+    """The same periods as an API key's cap, counted the same way by the relay."""
+
+    DAY = "day", _("per day")
+    WEEK = "week", _("per week")
+    MONTH = "month", _("per month")
+    TOTAL = "total", _("in total")
+
+
+class Membership(models.Model):
+    """A user in an organization, with a role and an optional spend cap over their keys (key
+    cap ≤ member cap ≤ organization balance, all checked by the relay with the hold). One owner
+    per organization (a partial unique index)."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(_("role"), max_length=10, choices=Role.choices, default=Role.MEMBER)
+    spend_cap = models.DecimalField(_("spend cap (USD)"), **MONEY, null=True, blank=True)
+    spend_cap_period = models.CharField(
+        _("cap period"), max_length=10, choices=SpendPeriod.choices, default=SpendPeriod.MONTH
+    )
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint("organization", "user", name="membership_unique"),
+            models.UniqueConstraint(
+                "organization",
+                condition=models.Q(role="owner"),
+                name="membership_one_owner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+
+class Invitation(models.Model):
+    """An invitation to an organization, sent by email as a signed link that expires
+    (``accounts.organizations.invitation_token``). Accepting needs the invited address."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        ACCEPTED = "accepted", _("Accepted")
+        REVOKED = "revoked", _("Revoked")
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="invitations"
+    )
+    email = models.EmailField(_("email address"))
+    role = models.CharField(_("role"), max_length=10, choices=Role.choices, default=Role.MEMBER)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                "organization",
+                "email",
+                condition=models.Q(status="pending"),
+                name="invitation_one_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.organization} ({self.status})"
 
 
 class AuditQuerySet(models.QuerySet["AuditEvent"]):
@@ -93,7 +220,6 @@ class AuditEvent(models.Model):
     column (a key is named by its display prefix)."""
 
     class Action(models.TextChoices):
-        # Room is left for the organizations' member.*, invitation.* and ownership.transferred.
         KEY_CREATED = "key.created", _("API key created")
         KEY_RENAMED = "key.renamed", _("API key renamed")
         KEY_LIMITS_CHANGED = "key.limits_changed", _("API key limits changed")
@@ -110,6 +236,17 @@ class AuditEvent(models.Model):
         TWO_FACTOR_ENABLED = "auth.2fa_enabled", _("Second factor added")
         TWO_FACTOR_DISABLED = "auth.2fa_disabled", _("Second factor removed")
         TIME_ZONE_CHANGED = "account.time_zone_changed", _("Time zone changed")
+        ORGANIZATION_CREATED = "organization.created", _("Organization created")
+        ORGANIZATION_RENAMED = "organization.renamed", _("Organization renamed")
+        INVITATION_SENT = "invitation.sent", _("Invitation sent")
+        INVITATION_REVOKED = "invitation.revoked", _("Invitation revoked")
+        INVITATION_ACCEPTED = "invitation.accepted", _("Invitation accepted")
+        MEMBER_ADDED = "member.added", _("Member added")
+        MEMBER_REMOVED = "member.removed", _("Member removed")
+        MEMBER_LEFT = "member.left", _("Member left")
+        MEMBER_ROLE_CHANGED = "member.role_changed", _("Member's role changed")
+        MEMBER_CAP_CHANGED = "member.cap_changed", _("Member's spend cap changed")
+        OWNERSHIP_TRANSFERRED = "ownership.transferred", _("Ownership transferred")
 
     # Who acted when no user did: the operator (an adjustment) or the system (a payment
     # provider's webhook). A user's label is their address, which holds an "@".

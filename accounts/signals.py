@@ -16,6 +16,12 @@ from .selectors import account_of
 # transaction: the apps above (which accounts cannot import) act on a user's deactivation or
 # reactivation, e.g. keys suspends or restores the user's API keys on every relay.
 active_changed = Signal()
+# Sent with ``account``, ``user``, ``actor`` and ``network`` inside the transaction that takes a
+# member out of an organization (removed or left): keys revokes the member's keys there.
+member_removed = Signal()
+# Sent with ``membership`` when a member's spend cap changes: keys republishes their keys'
+# records, which carry the cap to the relay.
+member_cap_changed = Signal()
 
 
 @receiver(post_save, sender=User)

@@ -20,16 +20,16 @@ from django.views.decorators.http import require_GET
 from lib import downloads, htmx
 
 from . import audit, timezones
+from .acting import acting
 from .forms import AuditFilterForm
 from .models import Account, AuditEvent
-from .selectors import account_of
 
 _FILTER_FIELDS = ("action", "since", "until")
 
 
 def _readable_account(request: HttpRequest) -> Account:
-    """The account whose log this request reads (the one the reader is in: today their own)."""
-    account = account_of(request.user)
+    """The account whose log this request reads: the one the reader acts for."""
+    account = acting(request).account
     if not audit.can_read(request.user, account):
         raise PermissionDenied
     return account

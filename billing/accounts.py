@@ -25,8 +25,9 @@ def open_account(sender: type[Account], instance: Account, created: bool, **kwar
     account = instance
     # An empty account is known to the relay at once (and answered 402, not 401).
     transaction.on_commit(lambda: sync.post(account.pk, seq=0, balance=None), robust=True)
-    if settings.TP_SIGNUP_CREDIT > 0:
-        # Once per account: it is made here, once, in the transaction that made the account.
+    if settings.TP_SIGNUP_CREDIT > 0 and account.user_id is not None:
+        # Once per user's account, made here, once, in the transaction that made the account.
+        # Never for an organization's: a user could otherwise mint credit by making teams.
         ledger.credit(
             account=account,
             amount=settings.TP_SIGNUP_CREDIT,

@@ -150,9 +150,13 @@ class Scope:
     account: Account
     key_id: int | None = None
     model_id: str | None = None
+    # Only these keys (an organization's member reads their own keys' usage alone).
+    keys: tuple[int, ...] | None = None
 
     def filter(self, queryset: Any) -> QuerySet[Any]:
         queryset = queryset.filter(account=self.account)
+        if self.keys is not None:
+            queryset = queryset.filter(key_id__in=self.keys)
         if self.key_id is not None:
             queryset = queryset.filter(key_id=self.key_id)
         if self.model_id is not None:
@@ -332,7 +336,15 @@ def named(figures: Sequence[Any]) -> dict[str, Any]:
 
 
 def key_names(account: Account) -> dict[int, str]:
-    return dict(account.api_keys.values_list("pk", "name"))  # type: ignore[attr-defined]
+    """How pages name keys: by name; in an organization, with the member who made each, so
+    that usage reads by member too ("laptop · bob@example.com")."""
+    keys = account.api_keys  # type: ignore[attr-defined]
+    if account.organization_id is None:
+        return dict(keys.values_list("pk", "name"))
+    return {
+        pk: f"{name} · {email}" if email else name
+        for pk, name, email in keys.values_list("pk", "name", "created_by__email")
+    }
 
 
 def _label(dim: str, value: Any, names: dict[int, str], unknown: str) -> str:

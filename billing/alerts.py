@@ -24,6 +24,7 @@ from django.utils.translation import gettext as _
 
 from accounts.language import in_language_of
 from accounts.models import Account
+from accounts.organizations import contacts
 from lib.money import usd_text
 
 from . import ledger, signals, topups
@@ -124,8 +125,8 @@ def _low_balance(profile: BillingProfile, available: Decimal) -> None:
     rows = BillingProfile.objects.filter(pk=profile.pk)
     if available < threshold:
         if rows.filter(low_balance_notified=False).update(low_balance_notified=True):
-            user = profile.account.user
-            with in_language_of(user):
-                _send_low_balance(user.email, available, threshold)
+            for user in contacts(profile.account):
+                with in_language_of(user):
+                    _send_low_balance(user.email, available, threshold)
     else:
         rows.filter(low_balance_notified=True).update(low_balance_notified=False)

@@ -7,6 +7,7 @@ account's, so another account's request is a 404 and its key id filters to nothi
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -20,10 +21,10 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts import roles
 from accounts.models import Account
-from accounts.selectors import account_of
-from keys.api import AUTHENTICATION, ERRORS
-from keys.models import ManagementKey
+from keys.api import AUTHENTICATION, ERRORS, acting_for
+from keys.selectors import usage_keys
 
 from . import ledger, log_views, requestlog
 from .models import LedgerEntry, UsageEvent
@@ -32,10 +33,10 @@ INTEGER = re.compile(r"[0-9]{1,18}")
 AMOUNT = r"^[0-9]{1,11}(\.[0-9]{1,9})?$"
 
 
-def _account(request: Request) -> Account:
-    if isinstance(request.auth, ManagementKey):
-        return request.auth.account
-    return account_of(request.user)
+def _usage(request: Request) -> tuple[Account, tuple[int, ...] | None]:
+    """The acting account and the keys whose usage the caller's role shows (None: all)."""
+    current = acting_for(request, roles.USAGE_OWN)
+    return current.account, usage_keys(current, request.user)
 
 
 # Query parameters are strings; these read them strictly, so that what the schema calls
@@ -296,12 +297,15 @@ def _query(serializer_class: type[RequestFiltersSerializer], request: Request) -
 @authentication_classes(AUTHENTICATION)
 @permission_classes([IsAuthenticated])
 def requests_list(request: Request) -> Response:
-    account = _account(request)
+    account, keys = _usage(request)
     query = _query(RequestListQuerySerializer, request)
     limit = query.validated_data["limit"]
     try:
         found = requestlog.page(
-            account, query.filters(), query.validated_data.get("cursor") or None, limit
+            account,
+            replace(query.filters(), keys=keys),
+            query.validated_data.get("cursor") or None,
+            limit,
         )
     except requestlog.BadCursor:
         raise exceptions.ValidationError(
@@ -318,7 +322,8 @@ def requests_list(request: Request) -> Response:
 @authentication_classes(AUTHENTICATION)
 @permission_classes([IsAuthenticated])
 def request_detail(request: Request, request_id: str) -> Response:
-    event = requestlog.find(_account(request), request_id)
+    account, keys = _usage(request)
+    event = requestlog.find(account, request_id, keys)
     if event is None:
         raise exceptions.NotFound("No request of this id in your account.")
     return Response(RequestDetailSerializer(event).data)
@@ -333,9 +338,9 @@ def request_detail(request: Request, request_id: str) -> Response:
 @authentication_classes(AUTHENTICATION)
 @permission_classes([IsAuthenticated])
 def requests_csv(request: Request) -> Any:
-    account = _account(request)
+    account, keys = _usage(request)
     query = _query(RequestFiltersSerializer, request)
-    return log_views.csv_response(account, query.filters())
+    return log_views.csv_response(account, replace(query.filters(), keys=keys))
 
 
 @extend_schema(operation_id="balance_retrieve", responses={200: BalanceSerializer, **ERRORS})
@@ -343,7 +348,7 @@ def requests_csv(request: Request) -> Any:
 @authentication_classes(AUTHENTICATION)
 @permission_classes([IsAuthenticated])
 def balance(request: Request) -> Response:
-    account = _account(request)
+    account = acting_for(request, roles.BILLING).account
     figures = ledger.summary(account)
     totals = LedgerEntry.objects.filter(account=account).aggregate(
         credits=Sum("amount", filter=Q(amount__gt=0)),

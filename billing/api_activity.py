@@ -16,11 +16,9 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import timezones
-from accounts.models import Account
-from accounts.selectors import account_of
-from keys.api import AUTHENTICATION, ERRORS, INVALID, NOT_FOUND
-from keys.models import ManagementKey
+from accounts import roles, timezones
+from keys.api import AUTHENTICATION, ERRORS, INVALID, NOT_FOUND, acting_for
+from keys.selectors import usage_keys
 
 from . import activity
 
@@ -118,12 +116,6 @@ def _bounds(period: activity.Period) -> dict[str, str]:
     }
 
 
-def _account(request: Request) -> Account:
-    if isinstance(request.auth, ManagementKey):
-        return request.auth.account
-    return account_of(request.user)
-
-
 PARAMETERS = [
     OpenApiParameter(
         "from",
@@ -174,13 +166,17 @@ PARAMETERS = [
 @authentication_classes(AUTHENTICATION)
 @permission_classes([IsAuthenticated])
 def usage(request: Request) -> Response:
-    account = _account(request)
+    current = acting_for(request, roles.USAGE_OWN)
+    account = current.account
+    keys = usage_keys(current, request.user)
     query = UsageQuerySerializer(data=request.query_params.dict())
     query.is_valid(raise_exception=True)
     data = query.validated_data
-    zone = timezones.zone(data.get("tz")) or timezones.zone_of(account.user)
+    zone = timezones.zone(data.get("tz")) or timezones.zone_of(request.user)
     key_id = data.get("key")
-    if key_id is not None and not account.api_keys.filter(pk=key_id).exists():  # type: ignore[attr-defined]
+    if key_id is not None and (
+        not account.api_keys.filter(pk=key_id).exists() or (keys is not None and key_id not in keys)
+    ):
         raise NotFound("No such key in this account.")
     today = timezone.now().astimezone(zone).date()
     last = data.get("to") or (
@@ -190,7 +186,7 @@ def usage(request: Request) -> Response:
     if first > last:
         raise serializers.ValidationError({"from": "After `to`."})
     period = activity.days(first, last, zone, data["granularity"])
-    scope = activity.Scope(account, key_id, data.get("model"))
+    scope = activity.Scope(account, key_id, data.get("model"), keys=keys)
     group_by = data["group_by"]
     dim = activity.DIMENSIONS.get(group_by)
     names = activity.key_names(account) if group_by == "key" else {}

@@ -10,10 +10,12 @@ from typing import Any
 from django.db.models import Sum
 from django.dispatch import receiver
 
+from accounts.models import Membership
 from core import state
 from core.pricing import to_nanos
 from keys.models import ApiKey
 from keys.signals import publishing
+from keys.sync import member_cap
 from lib.redis import client
 
 from .models import DailyUsage
@@ -37,14 +39,25 @@ def period_spend(key: ApiKey) -> Decimal | None:
     return Decimal(spent_in_period(key, time.time())[1]) / 1_000_000_000
 
 
-@receiver(publishing, sender=ApiKey)
-def seed_cap(sender: type[ApiKey], key: ApiKey, rebuild: bool, **kwargs: Any) -> None:
-    """The relay counts a key's spend against its cap in Redis; seed the counter from the
-    database when it is missing (a new cap, a new period after a Redis loss) or on rebuild."""
-    if key.spend_cap is None or not key.is_active:
-        return
-    period, spent, ttl = spent_in_period(key, time.time())
-    name = state.key_cap(key.account_id, key.pk, period)
+def member_spent_in_period(membership: Membership, now: float) -> tuple[str, int, int]:
+    """The same for an organization member's cap: what all the keys they made in the
+    organization spent in the cap period (revoked keys included: their spend was real)."""
+    period, start, end = state.period_bounds(membership.spend_cap_period, now)
+    rows = DailyUsage.objects.filter(
+        account__organization_id=membership.organization_id,
+        key__created_by_id=membership.user_id,
+    )
+    if start is not None:
+        rows = rows.filter(day__gte=start.date())
+    total = rows.aggregate(total=Sum("cost"))["total"] or Decimal(0)
+    return period, to_nanos(total), state.period_ttl(end, now)
+
+
+def member_period_spend(membership: Membership) -> Decimal:
+    return Decimal(member_spent_in_period(membership, time.time())[1]) / 1_000_000_000
+
+
+def _seed(name: str, spent: int, ttl: int, rebuild: bool) -> None:
     r = client()
     if rebuild:
         r.hset(name, "spent", spent)
@@ -52,3 +65,21 @@ def seed_cap(sender: type[ApiKey], key: ApiKey, rebuild: bool, **kwargs: Any) ->
         return
     if ttl:
         r.expire(name, ttl)
+
+
+@receiver(publishing, sender=ApiKey)
+def seed_cap(sender: type[ApiKey], key: ApiKey, rebuild: bool, **kwargs: Any) -> None:
+    """The relay counts a key's spend against its cap (and its maker's member cap) in Redis;
+    seed the counters from the database when missing (a new cap, a new period after a Redis
+    loss) or on rebuild."""
+    if not key.is_active:
+        return
+    now = time.time()
+    if key.spend_cap is not None:
+        period, spent, ttl = spent_in_period(key, now)
+        _seed(state.key_cap(key.account_id, key.pk, period), spent, ttl, rebuild)
+    membership = member_cap(key)
+    if membership is not None:
+        period, spent, ttl = member_spent_in_period(membership, now)
+        name = state.member_cap(key.account_id, membership.user_id, period)
+        _seed(name, spent, ttl, rebuild)

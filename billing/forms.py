@@ -277,7 +277,16 @@ class ActivityForm(forms.Form):
         choices=[("day", _("Day")), ("hour", _("Hour"))],
     )
 
-    def __init__(self, *args: Any, account: Any, zone: Any, now: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        account: Any,
+        zone: Any,
+        now: Any,
+        keys: tuple[int, ...] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``keys``: only these keys are offered (a member's own), None all the account's."""
         super().__init__(*args, **kwargs)
         self.zone = zone
         self.now = now
@@ -289,12 +298,13 @@ class ActivityForm(forms.Form):
         self.fields["to"] = forms.DateField(
             label=_("To"), required=False, widget=forms.DateInput(date_input, format="%Y-%m-%d")
         )
-        keys = account.api_keys.order_by("name", "pk").values_list("pk", "name", "status")
+        shown = account.api_keys.all() if keys is None else account.api_keys.filter(pk__in=keys)
+        choices = shown.order_by("name", "pk").values_list("pk", "name", "status")
         statuses = dict(ApiKey.Status.choices)
         key_field: Any = self.fields["key"]
         key_field.choices = [("", _("All keys"))] + [
             (pk, name if status == ApiKey.Status.ACTIVE else f"{name} ({statuses[status]})")
-            for pk, name, status in keys
+            for pk, name, status in choices
         ]
         self.order_fields(["range", "from", "to", "group_by", "key", "model", "granularity"])
 
@@ -336,5 +346,7 @@ class ActivityForm(forms.Form):
             first = today - timedelta(days=self.DAYS[chosen] - 1)
         return activity.days(first, last, self.zone, data["granularity"])
 
-    def scope(self, account: Any) -> activity.Scope:
-        return activity.Scope(account, self.cleaned_data["key"], self.cleaned_data["model"])
+    def scope(self, account: Any, keys: tuple[int, ...] | None = None) -> activity.Scope:
+        return activity.Scope(
+            account, self.cleaned_data["key"], self.cleaned_data["model"], keys=keys
+        )

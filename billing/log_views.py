@@ -4,6 +4,7 @@ request's page, and the log as CSV. Every query is the signed-in user's account'
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,8 +24,10 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
+from accounts import roles
+from accounts.acting import acting, needs
 from accounts.models import Account
-from accounts.selectors import account_of
+from keys.selectors import usage_keys
 from lib import downloads, htmx
 
 from . import requestlog
@@ -59,10 +62,18 @@ def reader_zone(user: Any) -> tzinfo:
         return UTC
 
 
-def _key_choices(account: Account) -> list[tuple[int, str]]:
+def _scoped(request: HttpRequest) -> tuple[Account, tuple[int, ...] | None]:
+    """The acting account, and the keys whose usage the reader's role shows (None: all)."""
+    current = acting(request)
+    return current.account, usage_keys(current, request.user)
+
+
+def _key_choices(account: Account, keys: tuple[int, ...] | None) -> list[tuple[int, str]]:
     return [
         (key.pk, key.name if key.is_active else _("%(name)s (revoked)") % {"name": key.name})
-        for key in account.api_keys.order_by("name", "pk")
+        for key in (
+            account.api_keys.all() if keys is None else account.api_keys.filter(pk__in=keys)
+        ).order_by("name", "pk")
     ]
 
 
@@ -87,24 +98,25 @@ def _filter_query(data: QueryDict) -> str:
 
 @require_GET
 @login_required
+@needs(roles.USAGE_OWN)
 def usage_requests(request: HttpRequest) -> HttpResponse:
-    account = account_of(request.user)
+    account, keys = _scoped(request)
     zone = reader_zone(request.user)
     find = request.GET.get("find", "").strip()
     find_error = ""
     if find:
-        event = requestlog.find(account, find)
+        event = requestlog.find(account, find, keys)
         if event is not None:
             return redirect("usage_request", request_id=event.request_id)
         find_error = _("No request with this id in your account.")
-    form = RequestLogForm(request.GET or None, keys=_key_choices(account))
+    form = RequestLogForm(request.GET or None, keys=_key_choices(account, keys))
     page: requestlog.Page | None = None
     cursor_error = ""
     status = 200
     if form.is_bound and not form.is_valid():
         status = 400
     else:
-        filters = form.filters(zone) if form.is_bound else requestlog.Filters()
+        filters = replace(form.filters(zone) if form.is_bound else requestlog.Filters(), keys=keys)
         try:
             page = requestlog.page(account, filters, request.GET.get("cursor") or None)
         except requestlog.BadCursor:
@@ -134,9 +146,10 @@ def usage_requests(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
+@needs(roles.USAGE_OWN)
 def usage_request(request: HttpRequest, request_id: str) -> HttpResponse:
-    account = account_of(request.user)
-    event = requestlog.find(account, request_id)
+    account, keys = _scoped(request)
+    event = requestlog.find(account, request_id, keys)
     if event is None:
         raise Http404
     cost_lines = requestlog.cost_lines(event)
@@ -167,12 +180,13 @@ def usage_request(request: HttpRequest, request_id: str) -> HttpResponse:
 
 @require_GET
 @login_required
+@needs(roles.USAGE_OWN)
 def usage_requests_csv(request: HttpRequest) -> HttpResponseBase:
-    account = account_of(request.user)
-    form = RequestLogForm(request.GET, keys=_key_choices(account))
+    account, keys = _scoped(request)
+    form = RequestLogForm(request.GET, keys=_key_choices(account, keys))
     if not form.is_valid():
         return downloads.form_errors(form)
-    return csv_response(account, form.filters(reader_zone(request.user)))
+    return csv_response(account, replace(form.filters(reader_zone(request.user)), keys=keys))
 
 
 def csv_response(account: Account, filters: requestlog.Filters) -> StreamingHttpResponse:

@@ -24,6 +24,7 @@ from django.utils.translation import gettext as _
 
 from accounts import audit
 from accounts.language import in_language_of
+from accounts.organizations import billing_email, contacts
 
 from . import ledger, signals
 from .accounts import profile_of
@@ -93,7 +94,7 @@ def find(
 
 def _locked(payment: Payment | int) -> Payment:
     pk = payment.pk if isinstance(payment, Payment) else payment
-    return Payment.objects.select_for_update().select_related("account__user").get(pk=pk)
+    return Payment.objects.select_for_update(of=("self",)).select_related("account").get(pk=pk)
 
 
 @transaction.atomic
@@ -212,7 +213,7 @@ def _flag_locked(p: Payment, reason: str) -> Payment:
     subject = f"Payment {p.receipt_number} needs review"
     body = (
         f"{p.get_provider_display()} payment {p.receipt_number} ({p.uuid}) of {p.total} "
-        f"{p.currency} for {p.account.user.email}: {reason}.\n"
+        f"{p.currency} for {billing_email(p.account)} (account {p.account_id}): {reason}.\n"
         f"Provider ids: checkout {p.checkout_id or '-'}, payment {p.provider_payment_id or '-'}."
         "\nNothing was credited automatically; see Payments in the admin."
     )
@@ -387,12 +388,13 @@ def auto_topup_failed(payment: Payment, reason: str) -> None:
                 "updated_at",
             ]
         )
-        user = p.account.user
+        users = contacts(p.account)
         failures = profile.auto_topup_failures
     log.warning("auto top-up %s failed (%s in a row): %s", p.uuid, failures, reason)
     if switched_off:
-        with in_language_of(user):
-            _send_auto_topup_off(user.email, failures, reason)
+        for user in users:
+            with in_language_of(user):
+                _send_auto_topup_off(user.email, failures, reason)
 
 
 def _send_auto_topup_off(email: str, failures: int, reason: str) -> None:

@@ -10,6 +10,7 @@ from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from fpdf import FPDF
 
+from accounts.organizations import billing_email
 from lib.money import usd_text
 
 from .accounts import profile_of
@@ -24,7 +25,7 @@ def customer(payment: Payment) -> dict[str, str]:
     details = payment.billing_details or {}
     if not any(details.values()):
         details = profile_of(payment.account).details()
-    return {**details, "email": payment.account.user.email}
+    return {**details, "email": billing_email(payment.account)}
 
 
 def company() -> dict[str, Any]:

@@ -49,6 +49,8 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
     min_cost: Decimal | None = None
+    # Only these keys' events (an organization's member reads their own keys' usage alone).
+    keys: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ def read_cursor(account: Account, value: str) -> Cursor:
 def events(account: Account, filters: Filters) -> QuerySet[UsageEvent]:
     """The account's events that pass the filters, in no order."""
     query = UsageEvent.objects.filter(account=account)
+    if filters.keys is not None:
+        query = query.filter(key_id__in=filters.keys)
     if filters.key is not None:
         query = query.filter(key_id=filters.key)
     if filters.model:
@@ -150,16 +154,17 @@ def page(
     return Page(rows, newer=None, older=make_cursor(account, rows[-1], OLDER) if more else None)
 
 
-def find(account: Account, request_id: str) -> UsageEvent | None:
-    """The account's event of this request id (the relay's ``x-request-id``), or None."""
+def find(
+    account: Account, request_id: str, keys: tuple[int, ...] | None = None
+) -> UsageEvent | None:
+    """The account's event of this request id (the relay's ``x-request-id``), or None; with
+    ``keys``, only if one of those keys made it."""
     if not request_id or len(request_id) > 64:
         return None
-    return (
-        UsageEvent.objects.filter(account=account, request_id=request_id)
-        .select_related("key", "ledger_entry")
-        .order_by("-started_at")
-        .first()
-    )
+    query = UsageEvent.objects.filter(account=account, request_id=request_id)
+    if keys is not None:
+        query = query.filter(key_id__in=keys)
+    return query.select_related("key", "ledger_entry").order_by("-started_at").first()
 
 
 def cost_lines(event: UsageEvent) -> list[Line] | None:

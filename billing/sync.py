@@ -77,12 +77,14 @@ def release_stale_holds(max_age_seconds: int, now: float) -> int:
         account_id = state.account_of_hold_times(times)
         for request_id in r.zrangebyscore(times, "-inf", now - max_age_seconds):
             value = str(r.hget(state.account_holds(account_id), str(request_id)) or "")
+            key_cap, member_cap = state.cap_keys_of_hold(value)
             script(state.RELEASE)(
                 keys=[
                     state.account(account_id),
                     state.account_holds(account_id),
                     times,
-                    state.cap_key_of_hold(value) or state.no_cap(account_id),
+                    key_cap or state.no_cap(account_id),
+                    member_cap or state.no_cap(account_id),
                 ],
                 args=[str(request_id)],
             )

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import Account
+from accounts.organizations import billing_email
 
 from . import ledger, payments
 from .accounts import profile_of
@@ -112,7 +113,7 @@ def start_topup(
             payment,
             return_url=return_url(payment),
             cancel_url=cancel_url(payment),
-            email=account.user.email,
+            email=billing_email(account),
         )
         _record_checkout(payment)
     except DuplicateReference as exc:

@@ -22,10 +22,11 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import audit
+from accounts import audit, roles
+from accounts.acting import acting, needs
 from accounts.models import Account
-from accounts.selectors import account_of
 from accounts.timezones import BROWSER_COOKIE, zone_of
+from keys.selectors import usage_keys
 from lib.money import text_formatter, usd
 
 from . import activity, alerts, ledger, receipts, topups, vouchers
@@ -50,17 +51,19 @@ def _page(request: HttpRequest, queryset, per_page: int = 50):  # type: ignore[n
 
 def _payment(request: HttpRequest, uuid: Any) -> Payment:
     """The signed-in user's own payment, or 404."""
-    return get_object_or_404(Payment, uuid=uuid, account=account_of(request.user))
+    return get_object_or_404(Payment, uuid=uuid, account=acting(request).account)
 
 
 CHART_SERIES = 9  # groups drawn one by one in the chart; the rest stack as "Other"
 
 
-def _activity_form(request: HttpRequest, account: Account) -> ActivityForm:
+def _activity_form(
+    request: HttpRequest, account: Account, keys: tuple[int, ...] | None
+) -> ActivityForm:
     """The range and filters of the query string (30 days by model when none), in the reader's
     time zone."""
     zone = zone_of(request.user, request.COOKIES.get(BROWSER_COOKIE))
-    return ActivityForm(request.GET, account=account, zone=zone, now=timezone.now())
+    return ActivityForm(request.GET, account=account, zone=zone, now=timezone.now(), keys=keys)
 
 
 def _query(request: HttpRequest, **changes: Any) -> str:
@@ -114,26 +117,30 @@ def _figure_columns() -> list[tuple[str, str, str]]:
 
 
 @login_required
+@needs(roles.USAGE_OWN)
 @require_GET
 def usage(request: HttpRequest) -> HttpResponse:
     """The activity page (issue 14): spend, tokens and requests over a range in the reader's
     zone, against the period before, stacked by model, key or provider, narrowed by key and
-    model. Read from the rollups only (billing.activity)."""
-    account = account_of(request.user)
-    form = _activity_form(request, account)
+    model. Read from the rollups only (billing.activity). An organization's member sees their
+    own keys' usage alone."""
+    current = acting(request)
+    account = current.account
+    keys = usage_keys(current, request.user)
+    form = _activity_form(request, account, keys)
     status = 200
     if form.is_valid():
         shown = form
     else:
         # The errors are shown above the default figures (30 days, all keys and models).
         status = 400
-        shown = ActivityForm({}, account=account, zone=form.zone, now=form.now)
+        shown = ActivityForm({}, account=account, zone=form.zone, now=form.now, keys=keys)
         shown.is_valid()
     data = shown.cleaned_data
     if data["range"] != "24h":
         data["granularity"] = "day"
     report = activity.report(
-        shown.scope(account), shown.period(), data["group_by"], unknown=_("Unknown")
+        shown.scope(account, keys), shown.period(), data["group_by"], unknown=_("Unknown")
     )
     key_name = activity.key_names(account).get(data["key"]) if data["key"] else None
     # Figures are formatted here, with the language's separators read once: a 90-day table has
@@ -220,19 +227,22 @@ def usage(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@needs(roles.USAGE_OWN)
 @require_GET
 def usage_export(request: HttpRequest) -> HttpResponseBase:
     """The rollups of the selected range and filters as CSV, by day (or ``granularity=hour``)
     × key × model × provider, money as exact decimal strings; streamed, the header first."""
-    account = account_of(request.user)
-    form = _activity_form(request, account)
+    current = acting(request)
+    account = current.account
+    keys = usage_keys(current, request.user)
+    form = _activity_form(request, account, keys)
     if not form.is_valid():
         return HttpResponse(
             "\n".join(str(m) for errors in form.errors.values() for m in errors),
             status=400,
             content_type="text/plain; charset=utf-8",
         )
-    scope, period = form.scope(account), form.period()
+    scope, period = form.scope(account, keys), form.period()
     bucket = "hour" if period.granularity == "hour" else "day"
 
     def lines() -> Iterator[str]:
@@ -314,16 +324,18 @@ def _billing_context(request: HttpRequest, account: Account, **extra: Any) -> di
 
 
 @login_required
+@needs(roles.BILLING)
 def billing(request: HttpRequest) -> HttpResponse:
-    account = account_of(request.user)
+    account = acting(request).account
     return render(request, "billing/billing.html", _billing_context(request, account))
 
 
 @login_required
+@needs(roles.BILLING)
 @require_POST
 def topup(request: HttpRequest) -> HttpResponse:
     """Step one posted: show exactly what will be charged before anything happens."""
-    account = account_of(request.user)
+    account = acting(request).account
     form = TopupForm(request.POST)
     if not form.is_valid():
         return render(
@@ -358,10 +370,11 @@ def topup(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@needs(roles.BILLING)
 @require_POST
 def topup_start(request: HttpRequest) -> HttpResponse:
     """Step two: create the payment at the provider and send the customer there."""
-    account = account_of(request.user)
+    account = acting(request).account
     form = ConfirmTopupForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("That top-up could not start. Choose the amount again."))
@@ -386,6 +399,7 @@ def topup_start(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@needs(roles.BILLING)
 @require_GET
 def payment_return(request: HttpRequest, uuid: Any) -> HttpResponse:
     """Back from the provider. Whatever the query string says, we ask the provider. A GET,
@@ -405,6 +419,7 @@ def payment_return(request: HttpRequest, uuid: Any) -> HttpResponse:
 
 
 @login_required
+@needs(roles.BILLING)
 @require_http_methods(["GET", "POST"])
 def payment_cancel(request: HttpRequest, uuid: Any) -> HttpResponse:
     """Where the provider sends a customer who gave up. Providers arrive by GET, and so could
@@ -443,6 +458,7 @@ def payment_cancel(request: HttpRequest, uuid: Any) -> HttpResponse:
 
 
 @login_required
+@needs(roles.BILLING)
 def payment_detail(request: HttpRequest, uuid: Any) -> HttpResponse:
     payment = _payment(request, uuid)
     if request.method == "POST" and payment.is_open:
@@ -464,6 +480,7 @@ def payment_detail(request: HttpRequest, uuid: Any) -> HttpResponse:
 
 
 @login_required
+@needs(roles.BILLING)
 @require_GET
 def receipt(request: HttpRequest, uuid: Any) -> HttpResponse:
     payment = _payment(request, uuid)
@@ -473,6 +490,7 @@ def receipt(request: HttpRequest, uuid: Any) -> HttpResponse:
 
 
 @login_required
+@needs(roles.BILLING)
 @require_GET
 def receipt_pdf(request: HttpRequest, uuid: Any) -> HttpResponse:
     payment = _payment(request, uuid)
@@ -484,9 +502,10 @@ def receipt_pdf(request: HttpRequest, uuid: Any) -> HttpResponse:
 
 
 @login_required
+@needs(roles.BILLING)
 @require_POST
 def redeem_voucher(request: HttpRequest) -> HttpResponse:
-    account = account_of(request.user)
+    account = acting(request).account
     form = VoucherForm(request.POST)
     if form.is_valid():
         try:
@@ -509,8 +528,9 @@ def redeem_voucher(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@needs(roles.BILLING)
 def billing_settings(request: HttpRequest) -> HttpResponse:
-    account = account_of(request.user)
+    account = acting(request).account
     profile = profile_of(account)
     details = BillingDetailsForm(instance=profile, prefix="details")
     alerts_form = AlertsForm(instance=profile, prefix="alerts")

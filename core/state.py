@@ -8,10 +8,12 @@ key caps and rate-limit windows live in one Redis Cluster slot and each script s
 
 - ``tp:{a<id>}`` hash: ``posted`` (the ledger balance), ``seq`` (the ledger sequence it was
   read at, so an older write never overwrites a newer one), ``held`` and ``unposted`` (sums).
-- ``…:holds`` request id -> ``"<nanos>|<cap key or empty>"``; ``…:holdts`` request id -> the
-  time the hold was placed (for the sweep of holds whose relay died).
+- ``…:holds`` request id -> ``"<nanos>|<cap key or empty>|<member cap key or empty>"``;
+  ``…:holdts`` request id -> the time the hold was placed (for the sweep of holds whose relay
+  died).
 - ``…:unposted`` request id -> actual cost not yet in the ledger.
-- ``…:cap:<key id>:<period>`` hash ``held``/``spent`` for a key's spend cap in that period.
+- ``…:cap:<key id>:<period>`` hash ``held``/``spent`` for a key's spend cap in that period;
+  ``…:mcap:<user id>:<period>`` the same for an organization member's cap over their keys.
 - ``…:rl:<key id>:<r|t>:<minute>`` requests / tokens in that minute.
 
 Every step can be repeated after a crash without counting twice: each is keyed by request id.
@@ -58,6 +60,11 @@ def key_cap(account_id: int | str, key_id: int | str, period: str) -> str:
     return f"tp:{{a{account_id}}}:cap:{key_id}:{period}"
 
 
+def member_cap(account_id: int | str, user_id: int | str, period: str) -> str:
+    """An organization member's spend over all their keys in the account, in a cap period."""
+    return f"tp:{{a{account_id}}}:mcap:{user_id}:{period}"
+
+
 def no_cap(account_id: int | str) -> str:
     """Stands in for the cap key when a key has none (scripts take a fixed list of keys)."""
     return f"tp:{{a{account_id}}}:cap:none"
@@ -100,12 +107,16 @@ def period_ttl(end: datetime | None, now: float | None = None) -> int:
 
 # ---- scripts -----------------------------------------------------------------------------------
 
-# KEYS: account, holds, hold times, cap (or no_cap), rpm window, tpm window.
+# KEYS: account, holds, hold times, key cap (or no_cap), rpm window, tpm window, member cap (or
+#       no_cap).
 # ARGV: request id, amount, now, cap nanos (-1: none), cap ttl (0: none), rpm limit (-1: none),
-#       tpm limit (-1: none), tokens to count, window ttl.
+#       tpm limit (-1: none), tokens to count, window ttl, member cap nanos (-1: none), member
+#       cap ttl (0: none).
 # Returns {status, requests used, tokens used}; status 1 held (or already held), 0 the
 # available balance cannot pay, -1 the account is not in Redis, -2 the key's spend cap,
-# -3 its requests per minute, -4 its tokens per minute.
+# -3 its requests per minute, -4 its tokens per minute, -5 the member's spend cap (an
+# organization's member: over all their keys). Key cap, member cap and balance are checked
+# together, so none of them is overspent however many requests race.
 RESERVE = """
 local rid = ARGV[1]
 local amount = tonumber(ARGV[2])
@@ -129,15 +140,30 @@ local held = tonumber(redis.call('HGET', KEYS[1], 'held') or '0')
 local unposted = tonumber(redis.call('HGET', KEYS[1], 'unposted') or '0')
 if tonumber(posted) - unposted - held < amount then return {0, rpm_used, tpm_used} end
 local cap = tonumber(ARGV[4])
-local capkey = ''
 if cap >= 0 then
   local c = redis.call('HMGET', KEYS[4], 'spent', 'held')
   if tonumber(c[1] or '0') + tonumber(c[2] or '0') + amount > cap then
     return {-2, rpm_used, tpm_used}
   end
+end
+local mcap = tonumber(ARGV[10] or '-1')
+if mcap >= 0 then
+  local c = redis.call('HMGET', KEYS[7], 'spent', 'held')
+  if tonumber(c[1] or '0') + tonumber(c[2] or '0') + amount > mcap then
+    return {-5, rpm_used, tpm_used}
+  end
+end
+local capkey = ''
+if cap >= 0 then
   redis.call('HINCRBY', KEYS[4], 'held', amount)
   if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[4], ARGV[5]) end
   capkey = KEYS[4]
+end
+local mcapkey = ''
+if mcap >= 0 then
+  redis.call('HINCRBY', KEYS[7], 'held', amount)
+  if tonumber(ARGV[11]) > 0 then redis.call('EXPIRE', KEYS[7], ARGV[11]) end
+  mcapkey = KEYS[7]
 end
 if rpm_limit >= 0 then
   redis.call('INCR', KEYS[5])
@@ -147,30 +173,43 @@ if tpm_limit >= 0 then
   redis.call('INCRBY', KEYS[6], tokens)
   redis.call('EXPIRE', KEYS[6], ARGV[9])
 end
-redis.call('HSET', KEYS[2], rid, ARGV[2] .. '|' .. capkey)
+redis.call('HSET', KEYS[2], rid, ARGV[2] .. '|' .. capkey .. '|' .. mcapkey)
 redis.call('HINCRBY', KEYS[1], 'held', amount)
 redis.call('ZADD', KEYS[3], ARGV[3], rid)
 return {1, rpm_used + 1, tpm_used + tokens}
 """
 
-# KEYS: account, holds, unposted, hold times, cap (or no_cap), tpm window.
+# A hold's value: "<nanos>|<key cap key or empty>|<member cap key or empty>" (holds placed before
+# member caps have no third part).
+_HOLD = "local amt, ck, mk = string.match(v, '^(%d+)|?([^|]*)|?(.*)$')\n"
+
+# KEYS: account, holds, unposted, hold times, key cap (or no_cap), tpm window, member cap (or
+#       no_cap).
 # ARGV: request id, actual cost, tokens to add to the tpm window (actual - counted; may be < 0).
 # Moves the request from holds to unposted at its actual cost, never more than was held (the
 # balance and the cap were checked for that much); repeating it changes nothing. (``0 - amt``,
 # not ``-amt``: Lua writes a negated zero as "-0", which HINCRBY refuses, and a free model's
 # hold is 0.)
-SETTLE = """
+SETTLE = (
+    """
 local v = redis.call('HGET', KEYS[2], ARGV[1])
 local actual = tonumber(ARGV[2])
 if v then
-  local amt = tonumber(string.match(v, '^(%d+)'))
+"""
+    + _HOLD
+    + """
+  amt = tonumber(amt)
   if actual > amt then actual = amt end
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'held', 0 - amt)
   redis.call('ZREM', KEYS[4], ARGV[1])
-  if string.find(v, '|.') then
+  if ck ~= '' then
     redis.call('HINCRBY', KEYS[5], 'held', 0 - amt)
     redis.call('HINCRBY', KEYS[5], 'spent', actual)
+  end
+  if mk ~= '' and KEYS[7] then
+    redis.call('HINCRBY', KEYS[7], 'held', 0 - amt)
+    redis.call('HINCRBY', KEYS[7], 'spent', actual)
   end
   local adjust = tonumber(ARGV[3])
   if adjust ~= 0 and redis.call('EXISTS', KEYS[6]) == 1 then
@@ -182,19 +221,27 @@ if actual > 0 and redis.call('HSETNX', KEYS[3], ARGV[1], actual) == 1 then
 end
 return 1
 """
+)
 
-# KEYS: account, holds, hold times, cap (or no_cap). ARGV: request id. Drops a hold unbilled.
-RELEASE = """
+# KEYS: account, holds, hold times, key cap (or no_cap), member cap (or no_cap). ARGV: request
+# id. Drops a hold unbilled.
+RELEASE = (
+    """
 local v = redis.call('HGET', KEYS[2], ARGV[1])
 if v then
-  local amt = tonumber(string.match(v, '^(%d+)'))
+"""
+    + _HOLD
+    + """
+  amt = tonumber(amt)
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'held', 0 - amt)
-  if string.find(v, '|.') then redis.call('HINCRBY', KEYS[4], 'held', 0 - amt) end
+  if ck ~= '' then redis.call('HINCRBY', KEYS[4], 'held', 0 - amt) end
+  if mk ~= '' and KEYS[5] then redis.call('HINCRBY', KEYS[5], 'held', 0 - amt) end
 end
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """
+)
 
 # KEYS: account, unposted. ARGV: ledger seq, ledger balance in nanos, request ids recorded.
 # Writes the balance unless a newer one is there, and forgets the recorded requests' unposted
@@ -215,10 +262,13 @@ return 1
 """
 
 
-def cap_key_of_hold(value: str) -> str | None:
-    """The cap key a hold charged, from its stored value ``"<nanos>|<cap key>"``."""
-    _, _, cap = value.partition("|")
-    return cap or None
+def cap_keys_of_hold(value: str) -> tuple[str | None, str | None]:
+    """The key cap and member cap keys a hold charged, from its stored value
+    ``"<nanos>|<key cap>|<member cap>"``."""
+    parts = value.split("|")
+    key_cap = parts[1] if len(parts) > 1 else ""
+    member = parts[2] if len(parts) > 2 else ""
+    return key_cap or None, member or None
 
 
 # ---- route health: one circuit breaker per route, shared by every relay --------------------

@@ -33,14 +33,14 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts import audit
-from accounts.models import Account
-from accounts.selectors import account_of
+from accounts import audit, roles
+from accounts.acting import Acting, for_api
 from core import routing as core_routing
 
 from . import validation
 from .authentication import ManagementKeyAuthentication
-from .models import LIMIT_FIELDS, ApiKey, ManagementKey
+from .models import LIMIT_FIELDS, ApiKey
+from .selectors import visible_keys
 from .services import issue_key, revoke_key, rotate_key, update_limits
 
 AUTHENTICATION = [ManagementKeyAuthentication, authentication.SessionAuthentication]
@@ -49,10 +49,17 @@ AUTHENTICATION = [ManagementKeyAuthentication, authentication.SessionAuthenticat
 PARSERS = [JSONParser]
 
 
-def _account(request: Request) -> Account:
-    if isinstance(request.auth, ManagementKey):
-        return request.auth.account
-    return account_of(request.user)
+def acting_for(request: Request, *capabilities: str) -> Acting:
+    """The account an API call acts for (a management key's, or the session's choice), if the
+    caller's role there allows one of ``capabilities``; a 403 otherwise."""
+    current = for_api(request)
+    if not any(current.can(c) for c in capabilities):
+        raise exceptions.PermissionDenied("Your role in this account does not allow this.")
+    return current
+
+
+def _keys(request: Request) -> Any:
+    return visible_keys(acting_for(request, roles.KEYS_OWN), request.user)
 
 
 # The schema says as much of each rule as OpenAPI can, so that a request it calls valid is
@@ -322,9 +329,9 @@ def _with_secret(key: ApiKey, secret: str) -> dict[str, Any]:
 @parser_classes(PARSERS)
 @permission_classes([IsAuthenticated])
 def keys(request: Request) -> Response:
-    account = _account(request)
+    account = acting_for(request, roles.KEYS_OWN).account
     if request.method == "GET":
-        return Response(KeySerializer(account.api_keys.all(), many=True).data)
+        return Response(KeySerializer(_keys(request), many=True).data)
     serializer = CreateKeySerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     data = dict(serializer.validated_data)
@@ -349,7 +356,7 @@ def keys(request: Request) -> Response:
 @parser_classes(PARSERS)
 @permission_classes([IsAuthenticated])
 def key(request: Request, key_id: int) -> Response:
-    obj = get_object_or_404(ApiKey, pk=key_id, account=_account(request))
+    obj = get_object_or_404(_keys(request), pk=key_id)
     if request.method == "PATCH":
         if not obj.is_active:
             raise exceptions.ValidationError({"detail": "A revoked key cannot be changed."})
@@ -371,7 +378,7 @@ def key(request: Request, key_id: int) -> Response:
 @parser_classes(PARSERS)
 @permission_classes([IsAuthenticated])
 def revoke(request: Request, key_id: int) -> Response:
-    obj = get_object_or_404(ApiKey, pk=key_id, account=_account(request))
+    obj = get_object_or_404(_keys(request), pk=key_id)
     return Response(KeySerializer(revoke_key(key=obj, **audit.origin(request))).data)
 
 
@@ -385,7 +392,7 @@ def revoke(request: Request, key_id: int) -> Response:
 @parser_classes(PARSERS)
 @permission_classes([IsAuthenticated])
 def rotate(request: Request, key_id: int) -> Response:
-    obj = get_object_or_404(ApiKey, pk=key_id, account=_account(request))
+    obj = get_object_or_404(_keys(request), pk=key_id)
     if not obj.is_active:
         raise exceptions.ValidationError({"detail": "A revoked key cannot be rotated."})
     serializer = RotateSerializer(data=request.data)

@@ -26,7 +26,7 @@ class ManagementKeyAuthentication(authentication.BaseAuthentication):
         if key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked management key.")
         ManagementKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
-        return key.account.user, key
+        return key.created_by, key
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'

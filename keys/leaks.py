@@ -32,6 +32,7 @@ from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema
 
 from accounts.language import in_language_of
+from accounts.organizations import contacts
 from core import keyformat
 
 from .models import ApiKey
@@ -76,15 +77,17 @@ def _verified(request: HttpRequest) -> bool:
 
 
 def _notify(key: ApiKey, url: str) -> None:
-    user = key.account.user
+    """The key's maker hears of it, and the account's owner (an organization's) too."""
     context = {"key": key, "url": url[:500]}
-    with in_language_of(user):
-        send_mail(
-            subject=render_to_string("keys/email/leaked_subject.txt", context).strip(),
-            message=render_to_string("keys/email/leaked_body.txt", context),
-            from_email=None,
-            recipient_list=[user.email],
-        )
+    users = {u.pk: u for u in [key.created_by, *contacts(key.account)[:1]] if u is not None}
+    for user in users.values():
+        with in_language_of(user):
+            send_mail(
+                subject=render_to_string("keys/email/leaked_subject.txt", context).strip(),
+                message=render_to_string("keys/email/leaked_body.txt", context),
+                from_email=None,
+                recipient_list=[user.email],
+            )
 
 
 @extend_schema(exclude=True)
@@ -109,7 +112,9 @@ def report(request: HttpRequest) -> HttpResponse:
         label = "false_positive"
         if keyformat.is_well_formed(token):
             key = (
-                ApiKey.objects.select_related("account__user").filter(digest=digest(token)).first()
+                ApiKey.objects.select_related("account", "created_by")
+                .filter(digest=digest(token))
+                .first()
             )
             if key is not None:
                 label = "true_positive"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -35,6 +36,15 @@ class ApiKey(models.Model):
 
     account = models.ForeignKey(
         "accounts.Account", on_delete=models.CASCADE, related_name="api_keys"
+    )
+    # Who made it: in an organization, a member's keys are theirs to manage, count against
+    # their spend cap and are revoked when they leave. Null only for a user since deleted.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
     )
     name = models.CharField(_("name"), max_length=100)
     digest = models.CharField(max_length=64, unique=True)
@@ -88,6 +98,14 @@ class ManagementKey(models.Model):
 
     account = models.ForeignKey(
         "accounts.Account", on_delete=models.CASCADE, related_name="management_keys"
+    )
+    # Who made it; in an organization the key acts with its maker's role there.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
     )
     name = models.CharField(_("name"), max_length=100)
     digest = models.CharField(max_length=64, unique=True)

@@ -36,7 +36,9 @@ def issue_key(
     """Create a key; the secret is returned to be shown once and is never stored. ``actor``
     and ``network`` (here and below) are for the audit log: who asked, from where; None for
     the operator's commands and the admin."""
-    key, secret = _issue(account=account, name=name, limits=limits)
+    key, secret = _issue(
+        account=account, name=name, limits=limits, created_by=actor or account.user
+    )
     audit.record(
         account=account,
         action=audit.Action.KEY_CREATED,
@@ -56,10 +58,15 @@ def _set_limits(key: ApiKey) -> dict[str, Any]:
     return {name: value for name, value in _limits(key).items() if value not in (None, "", [], {})}
 
 
-def _issue(*, account: Account, name: str, limits: dict[str, Any] | None) -> tuple[ApiKey, str]:
+def _issue(
+    *, account: Account, name: str, limits: dict[str, Any] | None, created_by: User | None
+) -> tuple[ApiKey, str]:
+    """``created_by``: the member the key is of (who asked; for the operator's commands, a
+    personal account's user)."""
     secret = keyformat.generate()
     key = ApiKey.objects.create(
         account=account,
+        created_by=created_by,
         name=name.strip()[:100] or "default",
         digest=digest(secret),
         prefix=keyformat.display_prefix(secret),
@@ -173,7 +180,9 @@ def rotate_key(
     old = ApiKey.objects.select_for_update().get(pk=key.pk)
     if not old.is_active:
         raise ValueError("a revoked key cannot be rotated")
-    new, secret = _issue(account=old.account, name=old.name, limits=_limits(old))
+    new, secret = _issue(
+        account=old.account, name=old.name, limits=_limits(old), created_by=old.created_by
+    )
     audit.record(
         account=old.account,
         action=audit.Action.KEY_ROTATED,
@@ -214,6 +223,7 @@ def issue_management_key(
     secret = keyformat.generate(keyformat.MANAGEMENT_PREFIX)
     key = ManagementKey.objects.create(
         account=account,
+        created_by=actor or account.user,
         name=name.strip()[:100] or "default",
         digest=digest(secret),
         prefix=keyformat.display_prefix(secret),
@@ -253,11 +263,12 @@ def revoke_management_key(
 def management_key_for(secret: str) -> ManagementKey | None:
     if not keyformat.is_well_formed(secret, keyformat.MANAGEMENT_PREFIX):
         return None
-    # A deactivated user's management keys are refused with their sessions.
+    # A deactivated user's management keys are refused with their sessions; a key acts as
+    # its maker (in an organization, with the maker's role there).
     return (
         ManagementKey.objects.filter(
-            digest=digest(secret), revoked_at__isnull=True, account__user__is_active=True
+            digest=digest(secret), revoked_at__isnull=True, created_by__is_active=True
         )
-        .select_related("account__user")
+        .select_related("account__organization", "created_by")
         .first()
     )

@@ -10,13 +10,13 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import audit
-from accounts.models import Account
-from accounts.selectors import account_of
+from accounts import audit, roles
+from accounts.acting import acting, needs
 from core import state
 
 from .forms import KeyForm, LimitsForm, RotateForm
-from .models import ApiKey, ManagementKey
+from .models import ApiKey
+from .selectors import visible_keys
 from .services import (
     issue_key,
     issue_management_key,
@@ -27,8 +27,8 @@ from .services import (
 )
 
 
-def _own_key(account: Account, key_id: int) -> ApiKey:
-    return get_object_or_404(ApiKey, pk=key_id, account=account)
+def _own_key(request: HttpRequest, key_id: int) -> ApiKey:
+    return get_object_or_404(visible_keys(acting(request), request.user), pk=key_id)
 
 
 def _verified(request: HttpRequest) -> bool:
@@ -36,9 +36,11 @@ def _verified(request: HttpRequest) -> bool:
 
 
 @login_required
+@needs(roles.KEYS_OWN)
 @require_http_methods(["GET", "POST"])
 def key_list(request: HttpRequest) -> HttpResponse:
-    account = account_of(request.user)
+    current = acting(request)
+    account = current.account
     verified = _verified(request)
     form = KeyForm(request.POST or None)
     secret = None
@@ -55,7 +57,7 @@ def key_list(request: HttpRequest) -> HttpResponse:
                 **audit.origin(request),
             )
             form = KeyForm()
-    keys = list(account.api_keys.select_related("replaced_by"))
+    keys = list(visible_keys(current, request.user).select_related("replaced_by", "created_by"))
     # The secret is put into this one response and nowhere else (not the session, not a
     # redirect): reloading the page cannot show it again.
     return render(
@@ -69,15 +71,17 @@ def key_list(request: HttpRequest) -> HttpResponse:
             "secret": secret,
             "created": created,
             "now": timezone.now(),
+            "show_makers": not current.personal,
         },
     )
 
 
 @login_required
+@needs(roles.KEYS_OWN)
 @require_http_methods(["GET", "POST"])
 def key_detail(request: HttpRequest, key_id: int) -> HttpResponse:
     """The key's page; a POST of its limits form (htmx) answers with the form alone."""
-    key = _own_key(account_of(request.user), key_id)
+    key = _own_key(request, key_id)
     form = LimitsForm.for_key(key, request.POST if request.method == "POST" else None)
     saved = False
     if request.method == "POST" and key.is_active and form.is_valid():
@@ -100,19 +104,21 @@ def key_detail(request: HttpRequest, key_id: int) -> HttpResponse:
 
 
 @login_required
+@needs(roles.KEYS_OWN)
 @require_POST
 def revoke(request: HttpRequest, key_id: int) -> HttpResponse:
-    key = _own_key(account_of(request.user), key_id)
+    key = _own_key(request, key_id)
     revoke_key(key=key, **audit.origin(request))
     messages.success(request, _("Key “%(name)s” revoked.") % {"name": key.name})
     return redirect("keys")
 
 
 @login_required
+@needs(roles.KEYS_OWN)
 @require_POST
 def rotate(request: HttpRequest, key_id: int) -> HttpResponse:
-    account = account_of(request.user)
-    key = _own_key(account, key_id)
+    current = acting(request)
+    key = _own_key(request, key_id)
     form = RotateForm(request.POST)
     if not key.is_active or not form.is_valid():
         messages.error(request, _("This key cannot be rotated."))
@@ -121,7 +127,7 @@ def rotate(request: HttpRequest, key_id: int) -> HttpResponse:
         key=key, grace_seconds=form.cleaned_data["grace"], **audit.origin(request)
     )
     key.refresh_from_db()
-    keys = list(account.api_keys.select_related("replaced_by"))
+    keys = list(visible_keys(current, request.user).select_related("replaced_by", "created_by"))
     return render(
         request,
         "keys/key_list.html",
@@ -134,25 +140,30 @@ def rotate(request: HttpRequest, key_id: int) -> HttpResponse:
             "created": new,
             "rotated": key,
             "now": timezone.now(),
+            "show_makers": not current.personal,
         },
     )
 
 
 @login_required
+@needs(roles.KEYS_ALL, roles.BILLING)
 @reauthentication_required
 @require_http_methods(["GET", "POST"])
 def management_keys(request: HttpRequest) -> HttpResponse:
     """Keys for scripts using the JSON API; sensitive, so the user confirms their password
-    (or second factor) first."""
-    account = account_of(request.user)
+    (or second factor) first. In an organization a key acts with its maker's role, and each
+    maker sees and revokes their own (the owner and admins: all of them)."""
+    current = acting(request)
+    account = current.account
+    shown = account.management_keys.all()
+    if not current.can(roles.KEYS_ALL):
+        shown = shown.filter(created_by_id=request.user.pk)
     secret = None
     if request.method == "POST":
         if "revoke" in request.POST:
             key_id = request.POST["revoke"]
             key = get_object_or_404(
-                ManagementKey,
-                pk=int(key_id) if key_id.isascii() and key_id.isdigit() else 0,
-                account=account,
+                shown, pk=int(key_id) if key_id.isascii() and key_id.isdigit() else 0
             )
             revoke_management_key(key=key, **audit.origin(request))
             messages.success(request, _("Management key revoked."))
@@ -164,5 +175,5 @@ def management_keys(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "keys/management_keys.html",
-        {"nav": "keys", "keys": account.management_keys.all(), "secret": secret},
+        {"nav": "keys", "keys": shown.select_related("created_by"), "secret": secret},
     )

@@ -18,9 +18,10 @@ from allauth.usersessions.models import UserSession
 from django.apps import apps
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
+from django.utils.translation import gettext as _
 
-from accounts import audit
-from accounts.models import AuditEvent, User
+from accounts import audit, organizations
+from accounts.models import AuditEvent, Membership, Role, User
 from accounts.selectors import account_of
 from billing import ledger
 from billing.models import LedgerEntry, UsageEvent
@@ -116,6 +117,23 @@ def export(user: User) -> Iterator[str]:
 
 @transaction.atomic
 def delete(user: User) -> None:
+    """Deletes the user's personal data and revokes their keys. They leave every organization
+    (their keys there are revoked); an owner whose organization has other members must
+    transfer it first (OrganizationError)."""
+    for membership in Membership.objects.filter(user=user).select_related("organization"):
+        if membership.role != Role.OWNER:
+            organizations.leave(membership=membership)
+        elif membership.organization.memberships.count() > 1:
+            raise organizations.OrganizationError(
+                _("Transfer the ownership of “%(name)s” before deleting your account.")
+                % {"name": membership.organization.name}
+            )
+        else:  # theirs alone: it stays, with its ledger, but nobody acts for it any more
+            for key in ApiKey.objects.filter(
+                account__organization=membership.organization, status=ApiKey.Status.ACTIVE
+            ):
+                revoke_key(key=key, actor=user, reason="account_deleted")
+            membership.delete()
     account = account_of(user)
     for key in ApiKey.objects.filter(account=account, status=ApiKey.Status.ACTIVE):
         revoke_key(key=key, actor=user, reason="account_deleted")

@@ -15,19 +15,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import audit
+from accounts.acting import for_api
 from accounts.models import Account, AuditEvent
-from accounts.selectors import account_of
 from billing.api import INTEGER, InstantField
 from keys.api import AUTHENTICATION, ERRORS
-from keys.models import ManagementKey
 
 
 def _account(request: Request) -> Account:
-    account = (
-        request.auth.account
-        if isinstance(request.auth, ManagementKey)
-        else account_of(request.user)
-    )
+    account = for_api(request).account
     if not audit.can_read(request.user, account):
         raise exceptions.PermissionDenied("You may not read this account's audit log.")
     return account

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from accounts import org_views
 from accounts import views as account_views
 from accounts.auth import admin_login
 from billing import views as billing_views
@@ -36,6 +37,10 @@ urlpatterns = [
     path("", include("billing.urls")),
     path("account/data/", views.account_data, name="account_data"),
     path("account/audit/", account_views.audit_log, name="audit_log"),
+    path("organizations/", org_views.organizations_page, name="organizations"),
+    path("organizations/switch/", org_views.switch, name="switch_account"),
+    path("organizations/<int:org_id>/", org_views.organization, name="organization"),
+    path("invitations/<str:token>/", org_views.invitation, name="invitation"),
     path("account/audit/export.csv", account_views.audit_csv, name="audit_csv"),
     path("account/time-zone/", views.account_time_zone, name="account_time_zone"),
     path("account/export/", views.account_export, name="account_export"),

@@ -15,15 +15,18 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from accounts import audit
+from accounts import audit, roles
+from accounts.acting import acting
 from accounts.emails import lookup_key
 from accounts.forms import TimeZoneForm
 from accounts.models import User
+from accounts.organizations import OrganizationError
 from accounts.selectors import account_of
 from accounts.timezones import BROWSER_COOKIE, zone_of
 from billing import ledger
 from billing.models import DailyUsage, UsageEvent
 from catalog.models import Model
+from keys.selectors import usage_keys, visible_keys
 
 from . import account as account_service
 
@@ -47,25 +50,38 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    account = account_of(request.user)
+    """The acting account at a glance; in an organization, what the role shows: the balance to
+    those who handle money, usage and keys to those who see them (a member: their own)."""
+    current = acting(request)
+    account = current.account
+    keys = usage_keys(current, request.user)
     today = timezone.now().date()
-    month = DailyUsage.objects.filter(account=account, day__gte=today.replace(day=1)).aggregate(
+    daily = DailyUsage.objects.filter(account=account)
+    recent = UsageEvent.objects.filter(account=account)
+    if keys is not None:
+        daily = daily.filter(key_id__in=keys)
+        recent = recent.filter(key_id__in=keys)
+    month = daily.filter(day__gte=today.replace(day=1)).aggregate(
         cost=Sum("cost"), requests=Sum("requests")
     )
-    week = DailyUsage.objects.filter(account=account, day__gt=today - timedelta(days=7))
+    week = daily.filter(day__gt=today - timedelta(days=7))
+    sees_usage = current.can(roles.USAGE_OWN)
     return render(
         request,
         "portal/dashboard.html",
         {
             "nav": "dashboard",
+            "acting": current,
+            "sees_balance": current.can(roles.BILLING) or current.can(roles.USAGE_ALL),
+            "sees_usage": sees_usage,
             "summary": ledger.summary(account),
             "month_cost": month["cost"] or 0,
             "month_requests": month["requests"] or 0,
             "week_requests": week.aggregate(n=Sum("requests"))["n"] or 0,
-            "active_keys": account.api_keys.filter(status="active").count(),
-            "recent": UsageEvent.objects.filter(account=account)
-            .select_related("key")
-            .order_by("-started_at")[:5],
+            "active_keys": visible_keys(current, request.user).filter(status="active").count(),
+            "recent": recent.select_related("key").order_by("-started_at")[:5]
+            if sees_usage
+            else [],
         },
     )
 
@@ -107,7 +123,11 @@ def account_delete(request: HttpRequest) -> HttpResponse:
     if lookup_key(request.POST.get("confirm", "")) != lookup_key(user.email):
         messages.error(request, _("Type your email address to confirm the deletion."))
         return redirect("account_data")
-    account_service.delete(user)
+    try:
+        account_service.delete(user)
+    except OrganizationError as error:
+        messages.error(request, str(error))
+        return redirect("account_data")
     logout(request)
     messages.success(request, _("Your account is deleted and every key is revoked."))
     return redirect("home")

@@ -122,6 +122,14 @@ class Holds:
         else:
             req.cap_key = state.no_cap(account)
             cap_ttl = 0
+        mcap = key.get("mcap")
+        if mcap is not None:
+            period, _, end = state.period_bounds(key.get("mcap_period") or "month", req.started)
+            req.member_cap_key = state.member_cap(account, key["member"], period)
+            mcap_ttl = state.period_ttl(end, req.started)
+        else:
+            req.member_cap_key = None
+            mcap_ttl = 0
         rpm, tpm = key.get("rpm"), key.get("tpm")
         minute = int(req.started // 60)
         req.tpm_key = state.rate_window(account, key["id"], "t", minute)
@@ -134,6 +142,7 @@ class Holds:
                 req.cap_key,
                 state.rate_window(account, key["id"], "r", minute),
                 req.tpm_key,
+                req.member_cap_key or state.no_cap(account),
             ],
             args=[
                 req.id,
@@ -145,6 +154,8 @@ class Holds:
                 tpm if tpm is not None else -1,
                 req.tokens_counted,
                 120,
+                mcap if mcap is not None else -1,
+                mcap_ttl,
             ],
         )
         reset = 60 - int(req.started) % 60
@@ -168,6 +179,13 @@ class Holds:
                 "This key's spend cap for the period is reached.",
                 type="insufficient_quota",
                 code="spend_cap_reached",
+            )
+        if status == -5:
+            raise RelayError(
+                402,
+                "Your spend cap in this organization for the period is reached.",
+                type="insufficient_quota",
+                code="member_spend_cap_reached",
             )
         raise RelayError(
             402,
@@ -203,6 +221,7 @@ class Holds:
                 state.account_holds(req.account),
                 state.hold_times(req.account),
                 req.cap_key or state.no_cap(req.account),
+                req.member_cap_key or state.no_cap(req.account),
             ],
             args=[req.id],
         )
@@ -242,6 +261,7 @@ class Holds:
                 state.hold_times(account),
                 req.cap_key or state.no_cap(account),
                 req.tpm_key or state.rate_window(account, 0, "t", 0),
+                req.member_cap_key or state.no_cap(account),
             ],
             args=[
                 req.id,

@@ -51,6 +51,7 @@ class Request:
         "id",
         "key",
         "media",
+        "member_cap_key",
         "model",
         "original",
         "plan",
@@ -108,6 +109,7 @@ class Request:
         # A Responses request as the client sent it (``body`` is its chat translation).
         self.original: dict[str, Any] | None = None
         self.cap_key = ""
+        self.member_cap_key: str | None = None
         self.client_net = ""
         self.tpm_key = ""
         self.rate_headers: list[tuple[bytes, bytes]] = []
