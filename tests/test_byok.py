@@ -23,7 +23,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import AuditEvent
-from billing.models import LedgerEntry, UsageEvent
+from billing.models import HourlyUsage, LedgerEntry, UsageEvent
 from catalog.models import PriceVersion, Provider
 from catalog.services import save_provider
 from core import state
@@ -190,6 +190,21 @@ def test_it_sends_the_users_key_upstream_and_bills_the_fee_exactly(
     assert len(mine) == 1
     if mine[0].usage_events.count() == 1:
         assert mine[0].amount == -fee
+
+    # The request log, its page, its CSV and the usage API say so; the rollups count it.
+    client = Client()
+    client.force_login(alice)
+    log = client.get(reverse("usage_requests")).content.decode()
+    assert 'data-testid="byok"' in log
+    page = client.get(reverse("usage_request", args=[event.request_id])).content.decode()
+    assert "Sent with your own provider key" in page
+    csv_text = b"".join(client.get(reverse("usage_requests_csv")).streaming_content).decode()
+    header, *rows = csv_text.splitlines()
+    column = header.split(",").index("byok")
+    assert any(r.startswith(event.request_id) and r.split(",")[column] == "true" for r in rows)
+    api = client.get(f"/api/v1/usage/requests/{event.request_id}/").json()
+    assert api["byok"] is True
+    assert HourlyUsage.objects.filter(account=alice.account, byok__gte=1).exists()
 
     # Streamed: the same key, the same rule.
     status, headers, text = stream(
