@@ -479,7 +479,7 @@ PROVIDER_NOT_FOUND = {
 }
 PROVIDER_PARAMETER = OpenApiParameter(
     "provider",
-    {"type": "string", "format": "provider-slug", "maxLength": 50},
+    {"type": "string", "format": "provider-slug", "maxLength": 50, "pattern": "^[-a-zA-Z0-9_]+$"},
     OpenApiParameter.PATH,
     description="The provider's slug.",
 )

@@ -484,7 +484,11 @@ class Relay(Upstream, Counting):
         req.routes = self._routes(model, body, api, shape)
         if given is not None or fallbacks is not None or defaults:
             req.plan = await self.plan(req, api, shape, ip, given, fallbacks, defaults)
-        credentials = await self.views.byok(req.account)
+        # (Most accounts bring no key: a cached empty answer costs no await.)
+        views = self.views
+        credentials = views.credentials.get(req.account) if views.live else None
+        if credentials is None:
+            credentials = await views.byok(req.account)
         if credentials:
             self._own_keys(req, credentials)
         req.stream = shape in ("chat", "messages", "completions") and bool(req.body.get("stream"))

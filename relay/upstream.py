@@ -273,9 +273,9 @@ class Upstream(ClientSide, Holds):
                             )
                         if resp.status == 429 or resp.status >= 500:
                             raise Retryable(error)
-                        if own and resp.status in (401, 402, 403):
-                            # The account's key was refused (or is out of credit): the
-                            # operator's routes may still serve ("prioritised").
+                        if own and resp.status in (401, 402, 403, 404):
+                            # The account's key was refused, is out of credit or may not use
+                            # the model: the operator's routes may still serve ("prioritised").
                             raise Retryable(error)
                         raise error
                     if req.stream:

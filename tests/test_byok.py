@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from decimal import ROUND_CEILING, Decimal
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,6 +206,7 @@ def test_it_sends_the_users_key_upstream_and_bills_the_fee_exactly(
     api = client.get(f"/api/v1/usage/requests/{event.request_id}/").json()
     assert api["byok"] is True
     assert HourlyUsage.objects.filter(account=alice.account, byok__gte=1).exists()
+    assert client.get("/api/v1/usage/").json()["totals"]["byok"] >= 1
 
     # Streamed: the same key, the same rule.
     status, headers, text = stream(
@@ -503,3 +505,41 @@ def test_the_keys_page_and_the_account_menu_link_to_provider_keys(alice: Any) ->
     assert url in client.get(reverse("account_time_zone")).content.decode()
     page = client.get(url).content.decode()
     assert "5%" in page
+
+
+def test_the_hold_is_the_fee_when_only_the_users_key_may_serve() -> None:
+    """``always``: the most the request may cost is the fee's worst case; ``prioritised``: it
+    may fall back to the operator's route, so the price's."""
+    from relay import byok as relay_byok
+    from relay import routing
+    from relay.app import Relay
+    from relay.config import Config
+    from relay.request import Request
+
+    price = Price(version=1, input=Decimal("2"), output=Decimal("6"))
+    route = {"provider": "mistral", "upstream_model": "m", "base_url": "http://127.0.0.1:9/v1"}
+    model = {
+        "id": "m",
+        "price": price.as_dict(),
+        "routes": [route],
+        "max_output_tokens": 1000,
+        "context_window": 100_000,
+    }
+    relay = Relay()
+    relay.config = Config(redis_url="", broker_url="", pepper=b"", spool_dir=Path("/nonexistent"))
+    body = chat("m", max_tokens=500)
+    raw = len(json.dumps(body))
+
+    def held(mode: str | None) -> int:
+        req = Request()
+        req.model, req.routes, req.body = model, [route], dict(body)
+        if mode is not None:
+            credentials = {"mistral": relay_byok.Credential(1, mode, "sk-own")}
+            tries = relay_byok.arrange([(model, route)], credentials)
+            assert tries is not None
+            req.plan = routing.Plan(tries, 1)
+        return relay.worst_case(req, raw, "chat")
+
+    full = held(None)
+    assert held("prioritised") == full
+    assert held("always") == -(-full * 5 // 100)  # 5% of it, rounded up once
