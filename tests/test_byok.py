@@ -543,3 +543,16 @@ def test_the_hold_is_the_fee_when_only_the_users_key_may_serve() -> None:
     full = held(None)
     assert held("prioritised") == full
     assert held("always") == -(-full * 5 // 100)  # 5% of it, rounded up once
+
+
+def test_syncredis_rebuilds_the_accounts_keys_in_redis(
+    alice: Any, bob: Any, mistral: Provider, keys: dict[str, str], redis_client: Any
+) -> None:
+    add(alice, mistral, keys["alice"])
+    redis_client.delete(state.byok(alice.account.pk))
+    redis_client.set(state.byok(bob.account.pk), "{}")  # stale: bob has none
+    call_command("syncredis", stdout=io.StringIO())
+    published = json.loads(redis_client.get(state.byok(alice.account.pk)))
+    assert list(published) == ["mistral"] and published["mistral"]["mode"] == "prioritised"
+    assert keys["alice"] not in redis_client.get(state.byok(alice.account.pk))
+    assert not redis_client.exists(state.byok(bob.account.pk))
