@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -514,6 +515,7 @@ def _manageable(request: Request) -> Account:
 @authentication_classes(AUTHENTICATION)
 @parser_classes(PARSERS)
 @permission_classes([IsAuthenticated])
+@sensitive_variables("data", "serializer")
 def provider_keys(request: Request) -> Response:
     account = _manageable(request)
     if request.method == "GET":

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_variables
 
 from accounts import audit
 from accounts.models import Account, User
@@ -56,6 +57,7 @@ class KeyRefused(ValueError):
         self.message = message
 
 
+@sensitive_variables("value", "key")
 def clean_key(value: str) -> str:
     """A provider key as typed: one line of printable ASCII without spaces (what an HTTP
     header can carry); raises :class:`KeyRefused` otherwise."""
@@ -81,6 +83,7 @@ class Checked:
     base_url: str
 
 
+@sensitive_variables("key", "headers")
 def check_key(provider: Provider, key: str) -> Checked:
     """Asks the provider whether it takes ``key``: ``GET <base URL>/models`` at the operator's
     base URL for it. Raises :class:`KeyRefused` unless the answer is a success; what the
@@ -124,6 +127,7 @@ def _target(credential: ProviderCredential) -> str:
     return f"{credential.provider.name} ({credential.masked})"
 
 
+@sensitive_variables("api_key", "key")
 def save_credential(
     *,
     account: Account,

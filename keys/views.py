@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import audit
@@ -181,6 +182,7 @@ def _manageable(request: HttpRequest) -> Account:
     return account
 
 
+@sensitive_post_parameters("api_key")
 @login_required
 @require_http_methods(["GET", "POST"])
 def provider_keys(request: HttpRequest) -> HttpResponse:

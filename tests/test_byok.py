@@ -571,3 +571,35 @@ def test_syncredis_rebuilds_the_accounts_keys_in_redis(
     assert list(published) == ["mistral"] and published["mistral"]["mode"] == "prioritised"
     assert keys["alice"] not in redis_client.get(state.byok(alice.account.pk))
     assert not redis_client.exists(state.byok(bob.account.pk))
+
+
+def test_an_anthropic_key_is_checked_and_sent_as_anthropic_expects(
+    alice: Any, alice_key: str, provider_upstream: Any, keys: dict[str, str], relay: Any
+) -> None:
+    anthropic = Provider.objects.get(slug="anthropic")
+    anthropic.base_url = provider_upstream.base_url
+    save_provider(provider=anthropic, api_key=keys["operator"])
+    publish_catalog(relay)
+    with pytest.raises(byok.KeyRefused):
+        add(alice, Provider.objects.get(slug="anthropic"), f"sk-ant-wrong{secrets.token_hex(16)}")
+    add(alice, Provider.objects.get(slug="anthropic"), keys["alice"], mode="always")
+    checks = [r for r in upstream_log(provider_upstream) if r["path"] == "/v1/models"]
+    assert checks[-1]["headers"].get("x-api-key") == keys["alice"]
+
+    def sent_with_own_key() -> bool:
+        status, _, body = post(
+            f"{relay.base_url}/chat/completions", chat("claude-sonnet-4"), key=alice_key
+        )
+        assert status == 200, body
+        last = [r for r in upstream_log(provider_upstream) if r["path"] == "/v1/messages"][-1]
+        return bool(last["headers"].get("x-api-key") == keys["alice"])
+
+    wait_until(sent_with_own_key, timeout=2)
+
+
+def test_it_scrubs_a_key_an_upstream_shows_masked() -> None:
+    from relay.errors import scrub
+
+    for shown in ("sk-ab***cd", "sk-proj-****************abcd", "abc***"):
+        text = scrub(f"Incorrect API key provided: {shown}. You can find your API key at x.")
+        assert shown not in text and "[redacted]" in text
