@@ -59,6 +59,8 @@ FIGURES = (
     "cache_write_tokens",
     "cache_write_1h_tokens",
     "reasoning_tokens",
+    # Of the requests, those sent with the account's own provider key (BYOK).
+    "byok",
     "cost",
 )
 COST = FIGURES.index("cost")

@@ -75,6 +75,9 @@ class FiguresSerializer(serializers.Serializer):
     cache_write_tokens = serializers.IntegerField()
     cache_write_1h_tokens = serializers.IntegerField()
     reasoning_tokens = serializers.IntegerField()
+    byok = serializers.IntegerField(
+        help_text="Requests sent with your own provider key (billed a fee, not the price)."
+    )
     cost = serializers.CharField(help_text="USD, an exact decimal string (9 decimals).")
 
 

@@ -80,6 +80,7 @@ class UsageEvent(models.Model):
         "http_status",
         "streamed",
         "finish_reason",
+        "byok",
     )
     RESULT: ClassVar[tuple[str, ...]] = (
         *COUNTS,
@@ -146,6 +147,9 @@ class UsageEvent(models.Model):
     # Anthropic upstream's stop_reason is mapped to them, a word neither knows is kept as the
     # upstream said it). Empty when the upstream said nothing (a cut-off stream, an embedding).
     finish_reason = models.CharField(max_length=32, blank=True, default="", db_default="")
+    # Served with the account's own provider key (BYOK, core.byok): ``cost`` is the fee, a
+    # share of the list price, not the price.
+    byok = models.BooleanField(default=False, db_default=False)
     started_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField(default=0)
     ttfb_ms = models.PositiveIntegerField(null=True)
@@ -218,6 +222,8 @@ class UsageRollup(models.Model):
     duration_ms = models.PositiveBigIntegerField(default=0)
     ttfb_ms = models.PositiveBigIntegerField(default=0)
     ttfb_count = models.PositiveBigIntegerField(default=0)
+    # Of ``requests``, those served with the account's own provider key (BYOK).
+    byok = models.PositiveBigIntegerField(default=0, db_default=0)
 
     class Meta:
         abstract = True

@@ -41,6 +41,7 @@ FIGURES = (
     "duration_ms",
     "ttfb_ms",
     "ttfb_count",
+    "byok",
 )
 COST = FIGURES.index("cost")
 DIMENSIONS = ("key_id", "model_id", "provider")
@@ -70,6 +71,7 @@ def figures_of(event: Any, cost: Decimal) -> list[Any]:
         event.duration_ms,
         event.ttfb_ms or 0,
         int(event.ttfb_ms is not None),
+        int(event.byok),
     ]
 
 
@@ -208,7 +210,8 @@ def rebuild(account_ids: Sequence[int] | None = None) -> None:
         " SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),"
         " SUM(cache_write_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens),"
         " SUM(input_audio_tokens), SUM(output_audio_tokens), SUM(images), SUM(audio_ms),"
-        " SUM(cost), SUM(duration_ms), COALESCE(SUM(ttfb_ms), 0), COUNT(ttfb_ms)"
+        " SUM(cost), SUM(duration_ms), COALESCE(SUM(ttfb_ms), 0), COUNT(ttfb_ms),"
+        " SUM(CASE WHEN byok THEN 1 ELSE 0 END)"
     )
     sums = ", ".join(f"SUM({name})" for name in FIGURES)
     with connection.cursor() as cursor:

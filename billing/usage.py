@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from accounts.models import Account
 from catalog.models import PriceVersion
-from core.pricing import Price, cost
+from core import byok
+from core.pricing import HUNDRED, Price, cost
 from keys.models import ApiKey
 from lib import pgbatch
 
@@ -55,6 +56,9 @@ class Event:
     http_status: int
     streamed: bool
     finish_reason: str
+    byok: bool
+    # A BYOK request's fee, per cent of the list price, as the relay charged it.
+    fee_percent: Decimal
     started_at: datetime
     duration_ms: int
     ttfb_ms: int | None
@@ -91,6 +95,10 @@ class Event:
             streamed=bool(raw.get("streamed", False)),
             # (not in events spooled by a relay that did not report it: "")
             finish_reason=str(raw.get("finish_reason") or "")[:32],
+            byok=bool(raw.get("byok", False)),
+            fee_percent=byok.fee_percent(str(raw.get("fee_percent") or ""))
+            if raw.get("byok")
+            else HUNDRED,
             started_at=datetime.fromtimestamp(float(raw["started_at"]), tz=UTC),
             duration_ms=max(0, int(raw.get("duration_ms", 0))),
             ttfb_ms=int(ttfb) if ttfb is not None else None,
@@ -133,6 +141,7 @@ def _priced(events: list[Event]) -> tuple[dict[str, Decimal], dict[str, Decimal]
                 output_audio_tokens=e.output_audio_tokens,
                 images=e.images,
                 audio_ms=e.audio_ms,
+                percent=e.fee_percent,
             )
         billed = full if e.hold is None else min(full, e.hold)
         charged[e.request_id] = billed
@@ -251,6 +260,7 @@ _TYPES = {
     "unbilled": "numeric",
     "estimated": "boolean",
     "streamed": "boolean",
+    "byok": "boolean",
     "started_at": "timestamptz",
     "recorded_at": "timestamptz",
 }

@@ -28,6 +28,10 @@ Long-context tiers: a tier applies to the whole request when the prompt has more
 ones, the others are the base's, and the fallbacks above are then applied within the tier (a
 tier that raises ``input`` raises an empty ``cache_write`` with it).
 
+A request served with the account's own provider key (BYOK, ``core.byok``) pays ``percent``
+per cent of that list price: the exact sum above times ``percent / 100``, rounded once, up,
+by the same rule (never the rounded cost scaled and rounded again).
+
 Redis works in integer nano-dollars; the ledger keeps the same value as a Decimal with nine
 places.
 """
@@ -41,6 +45,7 @@ from typing import Any
 NANO = Decimal("0.000000001")
 NANOS_PER_USD = 1_000_000_000
 PER = Decimal(1_000_000)
+HUNDRED = Decimal(100)
 
 # The per-token prices, in the order Rates keeps them.
 TOKEN_PRICES = (
@@ -327,9 +332,13 @@ def cost(
     images: int = 0,
     audio_ms: int = 0,
     requests: int = 1,
+    percent: Decimal = HUNDRED,
 ) -> Decimal:
     """USD, exact, rounded up to the nano-dollar (see the module docstring for the counts): the
-    sum of :func:`lines`, so the two can never disagree."""
+    sum of :func:`lines`, so the two can never disagree. ``percent``: the share of the list
+    price charged (a BYOK request's fee; 100, the price itself)."""
+    if not Decimal(0) <= percent <= HUNDRED:
+        raise ValueError("percent must be between 0 and 100")
     total = sum(
         (
             line.amount
@@ -350,6 +359,8 @@ def cost(
         ),
         Decimal(0),
     )
+    if percent != HUNDRED:
+        total = total * percent / HUNDRED
     return total.quantize(NANO, rounding=ROUND_CEILING)
 
 

@@ -15,6 +15,8 @@ key caps and rate-limit windows live in one Redis Cluster slot and each script s
 - ``…:cap:<key id>:<period>`` hash ``held``/``spent`` for a key's spend cap in that period;
   ``…:mcap:<user id>:<period>`` the same for an organization member's cap over their keys.
 - ``…:rl:<key id>:<r|t>:<minute>`` requests / tokens in that minute.
+- ``…:byok`` the account's own provider keys, JSON (``core.byok``), still encrypted; a change is
+  announced as ``byok:<account id>`` on the eviction channel.
 
 Every step can be repeated after a crash without counting twice: each is keyed by request id.
 """
@@ -27,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 KEY_RECORD = "tp:key:"  # + digest -> JSON key record
 CATALOG = "tp:catalog"  # JSON: models, aliases, routes, prices
-EVICT_CHANNEL = "tp:evict"  # messages: "key:<digest>", "catalog", "*"
+EVICT_CHANNEL = "tp:evict"  # messages: "key:<digest>", "byok:<account id>", "catalog", "*"
 ROUTE_FIGURES = "tp:route_figures"  # hash: model id -> JSON list of its routes' figures
 HOLD_TIMES_PATTERN = "tp:{a*}:holdts"
 
@@ -38,6 +40,13 @@ def key_record(digest: str) -> str:
 
 def account(account_id: int | str) -> str:
     return f"tp:{{a{account_id}}}"
+
+
+def byok(account_id: int | str) -> str:
+    return f"tp:{{a{account_id}}}:byok"
+
+
+BYOK_PATTERN = "tp:{a*}:byok"
 
 
 def account_holds(account_id: int | str) -> str:

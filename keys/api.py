@@ -6,6 +6,7 @@ Every object is looked up within the caller's account, so another account's key 
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -13,9 +14,11 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_field,
@@ -35,11 +38,13 @@ from rest_framework.response import Response
 
 from accounts import audit, roles
 from accounts.acting import Acting, for_api
+from accounts.models import Account
+from catalog.models import Provider
 from core import routing as core_routing
 
-from . import validation
+from . import byok, validation
 from .authentication import ManagementKeyAuthentication
-from .models import LIMIT_FIELDS, ApiKey
+from .models import LIMIT_FIELDS, ApiKey, ProviderCredential
 from .selectors import visible_keys
 from .services import issue_key, revoke_key, rotate_key, update_limits
 
@@ -401,3 +406,173 @@ def rotate(request: Request, key_id: int) -> Response:
         key=obj, grace_seconds=serializer.validated_data["grace_seconds"], **audit.origin(request)
     )
     return Response(_with_secret(new, secret), status=status.HTTP_201_CREATED)
+
+
+# ---- the account's own provider keys (BYOK) -------------------------------------------------
+
+PROVIDER_KEY = r"^[!-~]{1,500}$"
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 500,
+        "pattern": PROVIDER_KEY,
+        "writeOnly": True,
+        "description": "The provider's API key: checked with the provider, stored encrypted, "
+        "never returned.",
+    }
+)
+class ProviderKeyField(TextField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "provider-slug",
+        "maxLength": 50,
+        "description": "A provider's slug (the tag of an endpoint in /v1/models/{id}/endpoints).",
+    }
+)
+class ProviderSlugField(TextField):
+    pass
+
+
+class ProviderKeySerializer(serializers.ModelSerializer):
+    provider = serializers.CharField(source="provider.slug", read_only=True)
+    provider_name = serializers.CharField(source="provider.name", read_only=True)
+    added_by = serializers.EmailField(
+        source="added_by.email", read_only=True, allow_null=True, default=None
+    )
+
+    class Meta:
+        model = ProviderCredential
+        fields = [
+            "provider",
+            "provider_name",
+            "mode",
+            "last4",
+            "checked_at",
+            "added_by",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class SaveProviderKeySerializer(serializers.Serializer):
+    provider = ProviderSlugField(max_length=50)
+    api_key = ProviderKeyField(max_length=500, trim_whitespace=False)
+    mode = serializers.ChoiceField(
+        choices=ProviderCredential.Mode.choices, default=ProviderCredential.Mode.PRIORITISED
+    )
+
+    def validate_api_key(self, value: str) -> str:
+        if not re.fullmatch(PROVIDER_KEY, value):
+            raise serializers.ValidationError(
+                "An API key is one line of printable characters, without spaces."
+            )
+        return value
+
+    def validate_provider(self, value: str) -> Provider:
+        provider = byok.selectable_providers().filter(slug=value).first()
+        if provider is None:
+            raise serializers.ValidationError("No such provider in the catalog.")
+        return provider
+
+
+PROVIDER_NOT_FOUND = {
+    404: OpenApiResponse(_DETAIL, description="This account has no key for that provider.")
+}
+PROVIDER_PARAMETER = OpenApiParameter(
+    "provider",
+    {"type": "string", "format": "provider-slug", "maxLength": 50, "pattern": "^[-a-zA-Z0-9_]+$"},
+    OpenApiParameter.PATH,
+    description="The provider's slug.",
+)
+
+
+def _manageable(request: Request) -> Account:
+    account = for_api(request).account
+    if not byok.can_manage(request.user, account):
+        raise exceptions.PermissionDenied("You may not manage this account's provider keys.")
+    return account
+
+
+@extend_schema(
+    methods=["GET"],
+    operation_id="provider_keys_list",
+    responses={200: ProviderKeySerializer(many=True), **ERRORS},
+)
+@extend_schema(
+    methods=["POST"],
+    operation_id="provider_keys_save",
+    description="Adds the account's key for a provider, or replaces the one it has, once the "
+    "provider accepted it (GET <the provider's base URL>/models with that key).",
+    request=SaveProviderKeySerializer,
+    responses={
+        200: OpenApiResponse(ProviderKeySerializer, description="Replaced."),
+        201: OpenApiResponse(ProviderKeySerializer, description="Added."),
+        **INVALID,
+        **ERRORS,
+    },
+)
+@api_view(["GET", "POST"])
+@authentication_classes(AUTHENTICATION)
+@parser_classes(PARSERS)
+@permission_classes([IsAuthenticated])
+@sensitive_variables("data", "serializer")
+def provider_keys(request: Request) -> Response:
+    account = _manageable(request)
+    if request.method == "GET":
+        rows = account.provider_credentials.select_related("provider", "added_by")
+        return Response(ProviderKeySerializer(rows, many=True).data)
+    serializer = SaveProviderKeySerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    data = serializer.validated_data
+    try:
+        credential, replaced = byok.save_credential(
+            account=account,
+            provider=data["provider"],
+            api_key=data["api_key"],
+            mode=data["mode"],
+            **audit.origin(request),
+        )
+    except byok.KeyRefused as exc:
+        raise exceptions.ValidationError({"api_key": [exc.message]}) from None
+    return Response(
+        ProviderKeySerializer(credential).data,
+        status=status.HTTP_200_OK if replaced else status.HTTP_201_CREATED,
+    )
+
+
+@extend_schema(
+    methods=["GET"],
+    operation_id="provider_keys_retrieve",
+    parameters=[PROVIDER_PARAMETER],
+    responses={200: ProviderKeySerializer, **PROVIDER_NOT_FOUND, **ERRORS},
+)
+@extend_schema(
+    methods=["DELETE"],
+    operation_id="provider_keys_delete",
+    parameters=[PROVIDER_PARAMETER],
+    request=None,
+    responses={204: None, **PROVIDER_NOT_FOUND, **ERRORS},
+)
+@api_view(["GET", "DELETE"])
+@authentication_classes(AUTHENTICATION)
+@parser_classes(PARSERS)
+@permission_classes([IsAuthenticated])
+def provider_key(request: Request, provider: str) -> Response:
+    account = _manageable(request)
+    credential = get_object_or_404(
+        ProviderCredential.objects.select_related("provider", "added_by"),
+        account=account,
+        provider__slug=provider,
+    )
+    if request.method == "DELETE":
+        byok.remove_credential(credential=credential, **audit.origin(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    return Response(ProviderKeySerializer(credential).data)

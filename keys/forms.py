@@ -8,8 +8,8 @@ from django.utils.translation import gettext_lazy as _
 
 from catalog.models import Model
 
-from . import validation
-from .models import LIMIT_FIELDS, ApiKey
+from . import byok, validation
+from .models import LIMIT_FIELDS, ApiKey, ProviderCredential
 
 
 class LimitsForm(forms.Form):
@@ -114,3 +114,37 @@ class RotateForm(forms.Form):
         ],
         initial=0,
     )
+
+
+class ProviderKeyForm(forms.Form):
+    """An account's own key for a provider (BYOK): added, or replacing the one it has. The key
+    is never rendered back (``render_value=False``), also when the form has errors."""
+
+    provider = forms.ModelChoiceField(
+        label=_("Provider"),
+        queryset=byok.selectable_providers(),
+        to_field_name="slug",
+        empty_label=None,
+    )
+    api_key = forms.CharField(
+        label=_("API key"),
+        max_length=byok.MAX_KEY_LENGTH,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text=_(
+            "Checked with the provider when you save it; shown again only by its last four "
+            "characters."
+        ),
+    )
+    mode = forms.ChoiceField(
+        label=_("Use it"),
+        choices=ProviderCredential.Mode.choices,
+        initial=ProviderCredential.Mode.PRIORITISED,
+        widget=forms.RadioSelect,
+    )
+
+    def clean_api_key(self) -> str:
+        try:
+            return byok.clean_key(self.cleaned_data["api_key"].replace("\x00", ""))
+        except byok.KeyRefused as exc:
+            raise forms.ValidationError(exc.message) from None

@@ -4,8 +4,9 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from core import keyformat
+from core import byok, keyformat
 from lib.money import MONEY
+from lib.secrets import EncryptedField
 
 # The fields of ApiKey that limit what a key may do: edited by the limits form and the API,
 # carried over by rotation, exported with the account.
@@ -128,3 +129,47 @@ class ManagementKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class ProviderCredential(models.Model):
+    """An account's own API key for a provider of the catalog (BYOK, ``core.byok``). Write-only:
+    kept as a Fernet token under ``TP_SECRETS_KEYS`` like the operator's provider keys; pages and
+    the API show the provider, the mode, the last four characters, when it was checked and who
+    added it, never the key. The relay learns it through Redis (``keys.byok.push``)."""
+
+    class Mode(models.TextChoices):
+        PRIORITISED = byok.PRIORITISED, _("Prioritised: my key first, then the site's keys")
+        ALWAYS = byok.ALWAYS, _("Always: only my key")
+
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.CASCADE, related_name="provider_credentials"
+    )
+    provider = models.ForeignKey(
+        "catalog.Provider", on_delete=models.CASCADE, related_name="credentials"
+    )
+    mode = models.CharField(
+        _("mode"), max_length=12, choices=Mode.choices, default=Mode.PRIORITISED
+    )
+    api_key = EncryptedField(_("API key"))
+    last4 = models.CharField(max_length=4, blank=True)
+    checked_at = models.DateTimeField()
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider__name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "provider"], name="provider_credential_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider_id} (…{self.last4})"
+
+    @property
+    def masked(self) -> str:
+        return f"…{self.last4}" if self.last4 else "…"

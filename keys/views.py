@@ -2,20 +2,26 @@ from __future__ import annotations
 
 from allauth.account.decorators import reauthentication_required
 from allauth.account.models import EmailAddress
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts import audit, roles
 from accounts.acting import acting, needs
+from accounts.models import Account
 from core import state
+from lib.htmx import page_or_part, wants_part
 
-from .forms import KeyForm, LimitsForm, RotateForm
-from .models import ApiKey
+from . import byok
+from .forms import KeyForm, LimitsForm, ProviderKeyForm, RotateForm
+from .models import ApiKey, ProviderCredential
 from .selectors import visible_keys
 from .services import (
     issue_key,
@@ -176,4 +182,66 @@ def management_keys(request: HttpRequest) -> HttpResponse:
         request,
         "keys/management_keys.html",
         {"nav": "keys", "keys": shown.select_related("created_by"), "secret": secret},
+    )
+
+
+def _manageable(request: HttpRequest) -> Account:
+    """The account whose provider keys the signed-in user manages (a 403 for one who may
+    not)."""
+    account = acting(request).account
+    if not byok.can_manage(request.user, account):
+        raise PermissionDenied
+    return account
+
+
+@sensitive_post_parameters("api_key")
+@login_required
+@require_http_methods(["GET", "POST"])
+def provider_keys(request: HttpRequest) -> HttpResponse:
+    """The account's own provider keys (BYOK): add or replace one (checked with the provider
+    first), remove one. htmx swaps the section alone; without it the whole page."""
+    account = _manageable(request)
+    form = ProviderKeyForm()
+    saved: ProviderCredential | None = None
+    replaced = False
+    if request.method == "POST" and "remove" in request.POST:
+        raw = request.POST["remove"]
+        credential = get_object_or_404(
+            ProviderCredential,
+            pk=int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 12 else 0,
+            account=account,
+        )
+        byok.remove_credential(credential=credential, **audit.origin(request))
+        if not wants_part(request, "provider-keys"):
+            messages.success(request, _("Provider key removed."))
+            return redirect("provider_keys")
+    elif request.method == "POST":
+        form = ProviderKeyForm(request.POST)
+        if form.is_valid():
+            try:
+                saved, replaced = byok.save_credential(
+                    account=account,
+                    provider=form.cleaned_data["provider"],
+                    api_key=form.cleaned_data["api_key"],
+                    mode=form.cleaned_data["mode"],
+                    **audit.origin(request),
+                )
+            except byok.KeyRefused as exc:
+                form.add_error("api_key", exc.message)
+            else:
+                form = ProviderKeyForm()
+    credentials = account.provider_credentials.select_related("provider", "added_by")
+    return page_or_part(
+        request,
+        page="keys/provider_keys.html",
+        part="keys/_provider_keys.html",
+        target="provider-keys",
+        context={
+            "nav": "keys",
+            "form": form,
+            "credentials": list(credentials),
+            "saved": saved,
+            "replaced": replaced,
+            "fee_percent": format(settings.TP_BYOK_FEE_PERCENT.normalize(), "f"),
+        },
     )

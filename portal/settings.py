@@ -18,6 +18,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
+from core import byok as _byok
 from core import secrets as secretbox
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -418,6 +419,11 @@ TP_TOPUP_MINIMUM = envmoney("TP_TOPUP_MINIMUM", "5")
 TP_TOPUP_MAXIMUM = envmoney("TP_TOPUP_MAXIMUM", "10000")
 TP_TOPUP_PRESETS = [_Decimal(v) for v in envlist("TP_TOPUP_PRESETS", "5,10,25,50,100")]
 TP_SIGNUP_CREDIT = envmoney("TP_SIGNUP_CREDIT", "0")
+# What a request served with the account's own provider key (BYOK) pays: this per cent of the
+# list price, instead of the price (the relay reads the same variable; core.byok).
+TP_BYOK_FEE_PERCENT = _byok.fee_percent(os.environ.get("TP_BYOK_FEE_PERCENT"))
+# How long the check of a provider key (GET <base URL>/models) may take when it is saved.
+TP_BYOK_CHECK_TIMEOUT = float(os.environ.get("TP_BYOK_CHECK_TIMEOUT") or 10)
 TP_WEBHOOK_TOLERANCE_SECONDS = envint("TP_WEBHOOK_TOLERANCE_SECONDS", 300)
 TP_PAYMENT_HTTP_TIMEOUT = float(os.environ.get("TP_PAYMENT_HTTP_TIMEOUT") or 20)
 TP_AUTO_TOPUP_MAX_FAILURES = envint("TP_AUTO_TOPUP_MAX_FAILURES", 3)

@@ -28,7 +28,7 @@ from core import jsonlog, state
 from core import routing as core_routing
 from core.network import coarse
 
-from . import limits, listing, metrics, routing, scripts
+from . import byok, limits, listing, metrics, routing, scripts
 from .adapters import anthropic, completions, quirks, responses
 from .breaker import Breakers
 from .cluster import ClusterScriptClient
@@ -436,6 +436,19 @@ class Relay(Upstream, Counting):
             )
         return routing.Plan(tries, pinnable)
 
+    @staticmethod
+    def _own_keys(req: Request, credentials: byok.Credentials) -> None:
+        """The account brings its own key for a provider of the request's routes: those routes
+        are tried with it first (or only: :func:`relay.byok.arrange`), as a plan of tries
+        that no conversation pin reorders."""
+        plan = req.plan
+        tries = (
+            plan.tries if plan is not None else [(req.model, r) for r in ordered_routes(req.routes)]
+        )
+        arranged = byok.arrange(tries, credentials)
+        if arranged is not None:
+            req.plan = routing.Plan(arranged, 1)
+
     async def relay(self, scope: Scope, receive: Any, send: Any, req: Request, api: str) -> None:
         # The key first: a client without one never has its body read.
         req.body_pending = True
@@ -471,6 +484,13 @@ class Relay(Upstream, Counting):
         req.routes = self._routes(model, body, api, shape)
         if given is not None or fallbacks is not None or defaults:
             req.plan = await self.plan(req, api, shape, ip, given, fallbacks, defaults)
+        # (Most accounts bring no key: a cached empty answer costs no await.)
+        views = self.views
+        credentials = views.credentials.get(req.account) if views.live else None
+        if credentials is None:
+            credentials = await views.byok(req.account)
+        if credentials:
+            self._own_keys(req, credentials)
         req.stream = shape in ("chat", "messages", "completions") and bool(req.body.get("stream"))
         await self.hold(req, self.worst_case(req, len(raw), shape))
         metrics.HOLDS.inc()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
-from core import secrets
+from core import byok, secrets
 
 from .breaker import BreakerSettings
 
@@ -50,6 +51,13 @@ def _secrets_keys(var_dir: Path) -> tuple[str, ...]:
     if not keys:
         raise SystemExit("TP_SECRETS_KEYS holds no key")
     return keys
+
+
+def _fee_percent() -> Decimal:
+    try:
+        return byok.fee_percent(os.environ.get("TP_BYOK_FEE_PERCENT"))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _breaker() -> BreakerSettings:
@@ -98,6 +106,9 @@ class Config:
     sticky_ttl: int = 300
     # Route health: each route's circuit breaker (see relay.breaker; TP_BREAKER_*).
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    # What a request served with the account's own provider key pays: this per cent of the
+    # list price (TP_BYOK_FEE_PERCENT, as the portal reads it; core.byok).
+    byok_fee_percent: Decimal = byok.DEFAULT_FEE_PERCENT
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -132,4 +143,5 @@ class Config:
             metrics_token=os.environ.get("TP_METRICS_TOKEN", ""),
             sticky_ttl=int(os.environ.get("TP_STICKY_ROUTE_TTL", 300)),
             breaker=_breaker(),
+            byok_fee_percent=_fee_percent(),
         )

@@ -49,7 +49,9 @@ def unauthorized(message: str = "Incorrect API key provided.") -> RelayError:
 
 
 _SECRETISH = re.compile(
-    r"(tp-sk-[A-Za-z0-9]+|sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+|https?://\S+|"
+    # (a key shown masked, as OpenAI's 401 does: "sk-ab***cd", "sk-proj-****abcd")
+    r"(tp-sk-[A-Za-z0-9]+|sk-[A-Za-z0-9_\-]{8,}|[A-Za-z0-9_\-]*\*{3,}[A-Za-z0-9_\-]*|"
+    r"Bearer\s+\S+|https?://\S+|"
     r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b)"
 )
 

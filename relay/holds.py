@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from fractions import Fraction
 from typing import Any
 
 from core import state
 
 from . import media, prices
+from .config import Config
 from .errors import RelayError
 from .request import Request
 from .usage import Usage
@@ -36,6 +38,7 @@ class Holds:
 
     # The balance scripts by name ("reserve", "settle", "release"), loaded at start-up.
     scripts: dict[str, Callable[..., Awaitable[Any]]]
+    config: Config
 
     def worst_case(self, req: Request, raw_size: int, api: str) -> int:
         """Nano-dollars to hold: the most the request can cost at catalog prices, on the
@@ -59,19 +62,28 @@ class Holds:
             req.media = media.inspect(req.body, api, measure_audio=price.price.audio_second > 0)
             return self._most(req, model, price, raw_size, api)
         tries = plan.tries if plan is not None else [(model, r) for r in req.routes]
-        pairs: list[tuple[dict[str, Any], prices.NanoPrice]] = []
+        # A route served with the account's own key (BYOK) may cost only its fee; a request
+        # that may fall back to the operator's routes holds for their price too.
+        pairs: list[tuple[dict[str, Any], prices.NanoPrice, Fraction | None]] = []
         for m, route in tries:
-            pair = (m, prices.of_route(m, route))
-            if not any(m is p[0] and pair[1] is p[1] for p in pairs):
+            pair = (m, prices.of_route(m, route), self.share(route))
+            if not any(m is p[0] and pair[1] is p[1] and pair[2] == p[2] for p in pairs):
                 pairs.append(pair)
         req.price = pairs[0][1]
         req.media = media.inspect(
-            req.body, api, measure_audio=any(p.price.audio_second > 0 for _, p in pairs)
+            req.body, api, measure_audio=any(p.price.audio_second > 0 for _, p, _ in pairs)
         )
         most = 0
-        for m, price in pairs:
-            most = max(most, self._most(req, m, price, raw_size, api))
+        for m, price, share in pairs:
+            most = max(most, self._most(req, m, price, raw_size, api, share))
         return most
+
+    def share(self, route: dict[str, Any]) -> Fraction | None:
+        """The share of the price a request served by ``route`` pays: the BYOK fee's for a
+        route with the account's own key, else None (the whole price)."""
+        if not route.get("byok"):
+            return None
+        return Fraction(self.config.byok_fee_percent) / 100
 
     def _most(
         self,
@@ -80,6 +92,7 @@ class Holds:
         price: prices.NanoPrice,
         raw_size: int,
         api: str,
+        share: Fraction | None = None,
     ) -> int:
         window = model.get("context_window") or 0
         req.prompt_estimate = min(raw_size, window) if window else raw_size
@@ -109,6 +122,7 @@ class Holds:
             completion_tokens=completion,
             images=req.media.images,
             audio_ms=req.media.audio_ms,
+            share=share,
         )
 
     async def hold(self, req: Request, nanos: int) -> None:
@@ -230,7 +244,10 @@ class Holds:
         """Nano-dollars to charge for ``usage`` at the request's price, at most its hold."""
         assert req.price is not None  # noqa: S101 - narrows for mypy: handle() prices before it holds
         reported = req.price.nanos(
-            **usage.counts(), images=req.media.images, audio_ms=req.media.audio_ms
+            **usage.counts(),
+            images=req.media.images,
+            audio_ms=req.media.audio_ms,
+            share=self.share(req.route),
         )
         # Never more than the hold: the balance and the key's cap were checked for that much
         # and no more. Above it (an upstream reporting more than the request could use), the

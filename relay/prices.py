@@ -7,6 +7,9 @@ millisecond of audio's × 10⁶); with each written as a fraction over one commo
 is ``ceil(Σ count × numerator / denominator)`` — the same rule in integers (the test suite
 checks they agree exactly). A long-context tier is one more vector of token prices, chosen by
 the prompt's size as ``cost`` chooses it. Built once per model when first used.
+
+A BYOK request pays a share of the price (``cost``'s ``percent``): the same sum times the
+share as a fraction, and the one ceiling (``share``: ``Fraction(percent, 100)``).
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ class NanoPrice:
                 chosen = vector
         return chosen
 
-    def _ceil(self, total: int) -> int:
+    def _ceil(self, total: int, share: Fraction | None = None) -> int:
+        if share is not None:
+            return -(-total * share.numerator // (self.denominator * share.denominator))
         if self.denominator == 1:
             return total
         return -(-total // self.denominator)
@@ -79,8 +84,10 @@ class NanoPrice:
         images: int = 0,
         audio_ms: int = 0,
         requests: int = 1,
+        share: Fraction | None = None,
     ) -> int:
-        """``to_nanos(cost(price, ...))``, exactly."""
+        """``to_nanos(cost(price, ...))``, exactly (with ``share``, ``cost``'s ``percent``
+        / 100)."""
         if images < 0 or audio_ms < 0 or requests < 0:
             raise ValueError("counts cannot be negative")
         parts = split(
@@ -107,10 +114,16 @@ class NanoPrice:
             + images * self.image
             + audio_ms * self.audio_ms
         )
-        return self._ceil(total)
+        return self._ceil(total, share)
 
     def most(
-        self, *, prompt_tokens: int, completion_tokens: int, images: int = 0, audio_ms: int = 0
+        self,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        images: int = 0,
+        audio_ms: int = 0,
+        share: Fraction | None = None,
     ) -> int:
         """The most a request of at most this many prompt and completion tokens can cost, in
         nano-dollars: every prompt token at the dearest prompt price (a prompt may be all
@@ -128,7 +141,7 @@ class NanoPrice:
             + images * self.image
             + audio_ms * self.audio_ms
         )
-        return self._ceil(total)
+        return self._ceil(total, share)
 
 
 def amount(nanos: int) -> Decimal:

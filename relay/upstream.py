@@ -104,9 +104,15 @@ class Upstream(ClientSide, Holds):
                 model = serving
             if not uniform:
                 req.price = prices.of_route(model, route)
-            health = state.route_id(model["id"], route["provider"], route["upstream_model"])
+            own = bool(route.get("byok"))
+            # The account's own key failing says nothing of the route: no breaker for it.
+            health = (
+                ""
+                if own
+                else state.route_id(model["id"], route["provider"], route["upstream_model"])
+            )
             probe = False
-            if breakers.open:
+            if breakers.open and not own:
                 due = breakers.due(health)
                 if due is False or (due and not await breakers.lease(health)):
                     continue  # open: skipped without a connection (see relay.breaker)
@@ -137,17 +143,30 @@ class Upstream(ClientSide, Holds):
             except Retryable as exc:
                 error = exc.error
                 verdict = outcome(error) == "upstream_error"
-                req.attempts.append([route["provider"], route["upstream_model"], outcome(error)])
-                log.info("route %s failed for %s: %s", route["provider"], req.id, error.message)
+                if not own:
+                    req.attempts.append(
+                        [route["provider"], route["upstream_model"], outcome(error)]
+                    )
+                log.info(
+                    "route %s%s failed for %s: %s",
+                    route["provider"],
+                    " (the account's own key)" if own else "",
+                    req.id,
+                    error.message,
+                )
             except RelayError as exc:
                 # The upstream refused this request (no other route would take it).
                 verdict = False
                 if not req.responded:
-                    req.attempts.append([route["provider"], route["upstream_model"], outcome(exc)])
+                    if not own:
+                        req.attempts.append(
+                            [route["provider"], route["upstream_model"], outcome(exc)]
+                        )
                     self.report_failure(req)
                 raise
             finally:
-                await self._health(health, verdict, probe)
+                if not own:
+                    await self._health(health, verdict, probe)
         if error is None:
             # Every route's breaker is open: fail at once rather than wait on dead upstreams.
             raise RelayError(
@@ -240,6 +259,7 @@ class Upstream(ClientSide, Holds):
                 ) as resp:
                     if resp.status != 200:
                         raw = await resp.read()
+                        own = bool(req.route.get("byok"))
                         error = self.upstream_error(
                             resp.status,
                             raw,
@@ -247,7 +267,15 @@ class Upstream(ClientSide, Holds):
                             # (the demo upstream's key is no secret, and a common word)
                             secret="" if req.route.get("demo") else req.route.get("api_key", ""),
                         )
+                        if own:
+                            error.message = (
+                                f"With your own {req.route['provider']} key: {error.message}"
+                            )
                         if resp.status == 429 or resp.status >= 500:
+                            raise Retryable(error)
+                        if own and resp.status in (401, 402, 403, 404):
+                            # The account's key was refused, is out of credit or may not use
+                            # the model: the operator's routes may still serve ("prioritised").
                             raise Retryable(error)
                         raise error
                     if req.stream:
@@ -429,5 +457,12 @@ class Upstream(ClientSide, Holds):
                 "client_net": req.client_net,
                 # The routes that failed before this one (each [provider, model, outcome]).
                 "attempts": req.attempts,
+                # Served with the account's own provider key: ``cost`` is this per cent of the
+                # price (the worker computes it again with the same percentage).
+                **(
+                    {"byok": True, "fee_percent": str(self.config.byok_fee_percent)}
+                    if req.route.get("byok")
+                    else {}
+                ),
             }
         )

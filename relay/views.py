@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from core import keyformat, state
 from core.secrets import SecretBox, SecretError
 
+from . import byok
 from .listing import Listing
 
 log = logging.getLogger("relay")
@@ -35,6 +36,9 @@ class Views:
         self.pepper = pepper
         self.box = SecretBox(secrets_keys) if secrets_keys else None
         self.keys: dict[str, dict[str, Any] | None] = {}
+        # Accounts' own provider keys (BYOK), opened, by account id; {} for an account with
+        # none (cached too: most accounts have none).
+        self.credentials: dict[int, byok.Credentials] = {}
         self.models: dict[str, dict[str, Any]] = {}
         self.aliases: dict[str, str] = {}
         # Every provider slug that serves a model: what routing preferences may name.
@@ -68,6 +72,20 @@ class Views:
                 self.keys.clear()
             self.keys[digest] = record
         return record
+
+    async def byok(self, account: int) -> byok.Credentials:
+        """The account's own provider keys, cached like key records (and evicted by
+        ``byok:<account>``): a removed key is not used again once the message arrives."""
+        if self.live and account in self.credentials:
+            return self.credentials[account]
+        generation = self.generation
+        raw = await self.redis.get(state.byok(account))
+        credentials = byok.open_record(raw, self.box, account)
+        if self.live and generation == self.generation:
+            if len(self.credentials) >= MAX_CACHED_KEYS:
+                self.credentials.clear()
+            self.credentials[account] = credentials
+        return credentials
 
     def model(self, name: str) -> dict[str, Any] | None:
         model = self.models.get(name)
@@ -125,8 +143,14 @@ class Views:
         self.generation += 1
         if message.startswith("key:"):
             self.keys.pop(message[4:], None)
+        elif message.startswith("byok:"):
+            try:
+                self.credentials.pop(int(message[5:]), None)
+            except ValueError:
+                self.credentials.clear()
         else:
             self.keys.clear()
+            self.credentials.clear()
 
     async def _listen(self) -> None:
         while True:
@@ -135,6 +159,7 @@ class Views:
                 await pubsub.subscribe(state.EVICT_CHANNEL)
                 self.generation += 1
                 self.keys.clear()
+                self.credentials.clear()
                 self.live = True
                 await self.load_catalog()
                 async for message in pubsub.listen():

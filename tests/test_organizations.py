@@ -145,6 +145,7 @@ def _pages(acme: Any, alice_key: ApiKey, bob_key: ApiKey) -> list[tuple[str, dic
         (reverse("audit_log"), {"alice": 200, "bob": 403, "carol": 403}),
         (reverse("audit_csv"), {"alice": 200, "bob": 403, "carol": 403}),
         (reverse("organization", args=[acme.pk]), ALLOWED),
+        (reverse("provider_keys"), {"alice": 200, "bob": 403, "carol": 403}),
     ]
 
 
@@ -269,6 +270,7 @@ def test_each_role_calls_exactly_its_endpoints(
         "/api/v1/usage/requests/": {"alice": 200, "bob": 200, "carol": 403},
         "/api/v1/balance/": {"alice": 200, "bob": 403, "carol": 200},
         "/api/v1/audit/": {"alice": 200, "bob": 403, "carol": 403},
+        "/api/v1/provider-keys/": {"alice": 200, "bob": 403, "carol": 403},
     }
     for url, statuses in expected.items():
         for name, status in statuses.items():

@@ -95,6 +95,7 @@ def event_strategy(people: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
             "estimated": draw(st.booleans()),
             "status": draw(st.sampled_from(STATUSES)),
             "streamed": draw(st.booleans()),
+            "byok": draw(st.booleans()),
             "started_at": started.timestamp(),
             "duration_ms": draw(st.integers(0, 600_000)),
             "ttfb_ms": ttfb,
@@ -114,6 +115,7 @@ def raw_figures(event: UsageEvent) -> list[Any]:
         event.duration_ms,
         event.ttfb_ms or 0,
         int(event.ttfb_ms is not None),
+        int(event.byok),
     ]
 
 

@@ -64,6 +64,11 @@ class DemoConfig:
     prompt_cache_s: float = 0.0
     record_limit: int = 200
     models: tuple[str, ...] = DEFAULT_MODELS
+    # The API keys it accepts, as a provider knows its customers' keys (empty: any key). A
+    # request with another gets the provider's 401; OpenAI's quotes the key it was sent, so
+    # that tests can see a relay keep it from its clients (DEMO_UPSTREAM_API_KEYS: a comma-
+    # separated list; never per request).
+    api_keys: tuple[str, ...] = ()
 
 
 class BadValue(ValueError):
@@ -170,6 +175,7 @@ FIELD_PARSERS: dict[str, Callable[[str], Any]] = {
     **{name: parser for name, parser in HEADER_FIELDS.values()},
     "record_limit": _parse_count,
     "models": _parse_models,
+    "api_keys": _parse_models,
 }
 
 

@@ -21,7 +21,8 @@ import orjson
 from aiohttp import web
 
 from .config import DemoConfig
-from .wire import DROPPED, INVALID, JSON, close_transport, load_json, new_id
+from .errors import anthropic_error, openai_error
+from .wire import DROPPED, INVALID, JSON, bearer_token, close_transport, load_json, new_id
 
 # --------------------------------------------------------------------------------------------
 # State shared by the handlers of one app
@@ -230,6 +231,11 @@ def api_endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.Stre
         path = request.path
         state.by_path[path] = state.by_path.get(path, 0) + 1
         try:
+            refused = unknown_key(request, state.config)
+            if refused is not None:
+                await request.read()
+                state.record(request, INVALID, b"")
+                return refused
             response = await handler(request, state)
         except asyncio.CancelledError:
             if not request.get(DROPPED):
@@ -242,6 +248,29 @@ def api_endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.Stre
         return response
 
     return wrapper
+
+
+def unknown_key(request: web.Request, cfg: DemoConfig) -> web.Response | None:
+    """With ``api_keys`` configured, the provider's 401 for a key it does not know (none when
+    no key was sent: each endpoint answers that in its own words). OpenAI's quotes the key;
+    Anthropic's does not."""
+    if not cfg.api_keys:
+        return None
+    anthropic_style = bool(request.headers.get("x-api-key")) or request.path.startswith(
+        "/v1/messages"
+    )
+    key = request.headers.get("x-api-key") or bearer_token(request)
+    if not key or key in cfg.api_keys:
+        return None
+    if anthropic_style:
+        return anthropic_error(401, "invalid x-api-key")
+    return openai_error(
+        401,
+        f"Incorrect API key provided: {key}. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        type_="invalid_request_error",
+        code="invalid_api_key",
+    )
 
 
 async def read_body(request: web.Request, state: DemoState) -> JSON:

@@ -9,6 +9,7 @@ from accounts.models import Account
 from billing import sync
 from billing.models import LedgerEntry
 from catalog.sync import publish
+from keys import byok
 from keys.sync import push_all
 
 
@@ -26,5 +27,9 @@ class Command(BaseCommand):
             )
             accounts += 1
         keys = push_all()
+        own = byok.push_all()
         publish()
-        self.stdout.write(f"Synced {accounts} accounts, {keys} active keys and the catalog")
+        self.stdout.write(
+            f"Synced {accounts} accounts, {keys} active keys, the provider keys of {own} "
+            "accounts and the catalog"
+        )
