@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 from accounts.language import in_language_of
 from accounts.models import Account
 from accounts.organizations import contacts
+from lib import pgbatch
 from lib.money import usd_text
 
 from . import ledger, signals, topups
@@ -49,14 +50,29 @@ def _credited(sender: Any, account_id: int, auto_topup: bool = False, **kwargs: 
     after_credit(account_id, auto_topup=auto_topup)
 
 
+# ``WATCHED`` in SQL for the usage worker, whose batches name a hundred accounts and more: one
+# prepared statement with an array (``lib.pgbatch``), where the ORM prepares each id apart.
+_WATCHED = (
+    "SELECT account_id FROM billing_billingprofile WHERE account_id = ANY(%s::bigint[])"
+    " AND (low_balance_threshold IS NOT NULL OR auto_topup_enabled)"
+)
+
+
+def _watched(account_ids: list[int]) -> list[int]:
+    if pgbatch.available():
+        with pgbatch.cursor() as cur:
+            return [a for (a,) in pgbatch.fetch(cur, _WATCHED, [pgbatch.array(account_ids)])]
+    return list(
+        BillingProfile.objects.filter(WATCHED, account_id__in=account_ids).values_list(
+            "account_id", flat=True
+        )
+    )
+
+
 def after_debit(account_ids: Iterable[int]) -> None:
     """Called after usage was debited. Never raises: usage recording must not fail for it."""
     try:
-        watched = list(
-            BillingProfile.objects.filter(WATCHED, account_id__in=list(account_ids)).values_list(
-                "account_id", flat=True
-            )
-        )
+        watched = _watched(sorted(account_ids))
         if watched:
             current_app.send_task(CHECK_BALANCES, args=(watched,), retry=False)
     except Exception:

@@ -227,12 +227,13 @@ _LOCK = (
     " pg_get_serial_sequence('billing_ledgerentry', 'id'))::regclass) END"
     " FROM accounts_account WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE"
 )
-_KEYS = "SELECT id FROM keys_apikey WHERE id = ANY(%s::bigint[])"
-# Each account's newest entry, read under its lock (one index probe per account).
+# Each account's newest entry, read under its lock (one index probe per account), and in the
+# same round trip which of the batch's keys exist (rows of a key: false and no seq).
 _LAST = (
-    "SELECT a.id, l.seq, l.balance_after FROM unnest(%s::bigint[]) AS a(id)"
+    "SELECT true, a.id, l.seq, l.balance_after FROM unnest(%s::bigint[]) AS a(id)"
     " CROSS JOIN LATERAL (SELECT seq, balance_after FROM billing_ledgerentry e"
     " WHERE e.account_id = a.id ORDER BY seq DESC LIMIT 1) AS l"
+    " UNION ALL SELECT false, id, NULL, NULL FROM keys_apikey WHERE id = ANY(%s::bigint[])"
 )
 _COLUMNS = (
     "request_id",
@@ -322,8 +323,8 @@ def _record_postgresql(
     failed: list[dict[str, Any]],
 ) -> int:
     """The batch in one transaction of a few prepared statements, one per table (module
-    ``lib.pgbatch``): the accounts' locks, the keys, the newest ledger entries, the events, the
-    debits, both rollups, the route figures and the keys' last use."""
+    ``lib.pgbatch``): the accounts' locks, the newest ledger entries with the keys, the events,
+    the debits, the rollups, the route figures and the keys' last use."""
     charged = sorted({e.account for e in events if costs[e.request_id] > 0})
     stale = _stale(events)
     now = timezone.now()
@@ -331,8 +332,14 @@ def _record_postgresql(
         # Locking accounts in id order serialises batches for one account (so its newest
         # ledger entry, read next, stays the newest until commit), and cannot deadlock.
         ids = {a: i for a, i in pgbatch.fetch(cur, _LOCK, [charged, sorted(by_account)])}
-        known_keys = {k for (k,) in pgbatch.fetch(cur, _KEYS, [sorted({e.key for e in events})])}
-        last = {a: (seq, bal) for a, seq, bal in pgbatch.fetch(cur, _LAST, [sorted(ids)])}
+        last: dict[int, tuple[int, Decimal]] = {}
+        known_keys: set[int] = set()
+        keys = sorted({e.key for e in events})
+        for of_account, pk, seq, balance in pgbatch.fetch(cur, _LAST, [sorted(ids), keys]):
+            if of_account:
+                last[pk] = (seq, balance)
+            else:
+                known_keys.add(pk)
         _log_missing(by_account, set(ids))
         refused = {e.request_id for e in stale}
         rows = [

@@ -11,8 +11,8 @@ the worker no quoting.
 
 The cursor shares Django's connection and so its transaction (``transaction.atomic``) and
 its ``on_commit`` hooks. Statements run this way bypass Django's query log and execute
-wrappers. Columns of numbers, booleans, dates and times go as array literals in text (see
-``array``), so statements cast every array parameter to its column's type (``%s::bigint[]``).
+wrappers. Every column goes as an array literal in text (see ``array``), so statements cast
+every array parameter to its column's type (``%s::bigint[]``).
 
 Prepared statements live in the database session: behind PgBouncer in transaction mode they
 need PgBouncer 1.21 or later with ``max_prepared_statements`` set.
@@ -71,19 +71,26 @@ def _literal(value: Any) -> str:
     return str(value)  # an int or a Decimal
 
 
-def array(values: Sequence[Any]) -> str | list[Any]:
-    """One column's parameter: an array literal (text, which the statement casts) for
-    numbers, booleans, dates and times, a few C-level string operations where psycopg would
-    dump each element in Python; strings stay a list for psycopg to dump (and escape)."""
+def _quoted(value: str | None) -> str:
+    # An array literal's element in double quotes, where only a backslash and a double quote
+    # are escaped: any text, an empty one or one spelt NULL included, reads back as itself.
+    if value is None:
+        return "NULL"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def array(values: Sequence[Any]) -> str:
+    """One column's parameter: an array literal (text, which the statement casts), built with
+    a few C-level string operations where psycopg would dump each element in Python."""
     first = next((value for value in values if value is not None), None)
     if isinstance(first, str):
-        return list(values)
+        return "{" + ",".join(map(_quoted, values)) + "}"
     if isinstance(first, int | Decimal) and not isinstance(first, bool) and None not in values:
         return "{" + ",".join(map(str, values)) + "}"
     return "{" + ",".join(map(_literal, values)) + "}"
 
 
-def columns(rows: Sequence[Sequence[Any]], width: int) -> list[str | list[Any]]:
+def columns(rows: Sequence[Sequence[Any]], width: int) -> list[str]:
     """Rows turned into one parameter per column (``array``), ``width`` of them also when
     there is no row. Statements cast each to its column's type: ``%s::bigint[]``."""
     if not rows:

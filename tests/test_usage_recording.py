@@ -85,6 +85,16 @@ def test_the_fast_path_is_taken() -> None:
     assert pgbatch.available(), "the suite runs on PostgreSQL, where record_batch uses pgbatch"
 
 
+@pytest.mark.django_db
+def test_text_columns_read_back_as_sent() -> None:
+    """pgbatch sends a column of strings as one array literal: quotes, backslashes, commas,
+    braces, blanks, an empty string, the word NULL and a missing value all come back as sent."""
+    sent = ['say "hi"', "back\\slash", "a,b", "{x}", " padded ", "", "NULL", None, "été"]
+    with pgbatch.cursor() as cur:
+        (got,) = pgbatch.fetch(cur, "SELECT %s::varchar[]", [pgbatch.array(sent)])[0]
+    assert got == sent
+
+
 def test_duplicates_and_redeliveries_count_once(make_user: Any) -> None:
     alice, bob = make_user("alice@example.com"), make_user("bob@example.com")
     credit(alice, 10)
