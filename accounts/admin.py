@@ -146,6 +146,7 @@ class OrganizationAdmin(ReadOnly):
 
 @admin.register(Invitation)
 class InvitationAdmin(ReadOnly):
+    formfield_overrides = NORMALIZED_EMAIL_FIELDS
     list_display = ("email", "organization", "role", "status", "created_at", "answered_at")
     list_filter = ("status", "role")
     search_fields = ("email", "organization__name")
