@@ -91,7 +91,10 @@ def after_credit(account_id: int, *, auto_topup: bool = False) -> None:
 
 
 def check_balance(account_id: int) -> None:
-    account = Account.objects.select_related("user").get(pk=account_id)
+    account = Account.objects.select_related("user").filter(pk=account_id).first()
+    if account is None:  # gone since it was debited: nothing left to watch (and no retry)
+        log.info("balance check of account %s skipped: no such account", account_id)
+        return
     profile = profile_of(account)
     available = ledger.summary(account)["available"]
     _low_balance(profile, available)
