@@ -196,21 +196,25 @@ def test_it_reads_exactly_what_the_raw_events_add_up_to(people: dict[str, Any], 
 
 
 @pytest.mark.django_db
-def test_the_corrections_read_the_hourly_rows_from_the_covering_index_alone() -> None:
-    """Migration billing 0006's index holds every column the page reads from an hourly row, so
-    PostgreSQL answers the corrections by an index-only scan (a figure added to the page must
-    be added to the index too)."""
+def test_the_corrections_read_the_hourly_rows_from_the_unique_index_alone() -> None:
+    """Migration billing 0008's unique index holds every column the page reads from an hourly
+    row (its key columns and its INCLUDE columns), so PostgreSQL answers the corrections by an
+    index-only scan (a figure added to the page must be added to the index too), and the
+    upserts still find it as their arbiter."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_get_indexdef(indexrelid) FROM pg_index"
-            " WHERE indexrelid = 'hourly_usage_covering'::regclass"
+            "SELECT pg_get_indexdef(indexrelid), indisunique FROM pg_index"
+            " WHERE indexrelid = 'hourly_usage_unique'::regclass"
         )
-        (definition,) = cursor.fetchone()
-    included = re.search(r"INCLUDE \((.*)\)", definition)
-    assert included is not None
-    columns = {c.strip() for c in included.group(1).split(",")}
+        definition, unique = cursor.fetchone()
+        cursor.execute("SELECT to_regclass('hourly_usage_covering')")
+        assert cursor.fetchone() == (None,)
+    assert unique
+    keyed = re.search(r"USING btree \((.*)\) INCLUDE \((.*)\)", definition)
+    assert keyed is not None
+    assert keyed.group(1).startswith("account_id, hour, ")
+    columns = {c.strip() for part in keyed.groups() for c in part.split(",")}
     assert {*activity.FIGURES, *activity.DIMENSIONS.values()} <= columns
-    assert "(account_id, hour)" in definition
 
 
 def test_a_local_day_in_new_york_and_kolkata_is_cut_where_the_docs_say() -> None:
