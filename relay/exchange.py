@@ -7,38 +7,16 @@ converts the answer — whole or streamed — while reading the usage the bill i
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from .adapters import anthropic, completions, quirks, responses
 from .adapters import openai as openai_adapter
 from .errors import RelayError
+from .exchange_types import Exchange, StreamTranslator, json_object
 from .sse import SSEParser
 from .usage import Usage
-
-
-class StreamTranslator(Protocol):
-    """Fed the upstream's bytes as they arrive; returns the bytes to send to the client."""
-
-    usage: Usage | None
-    finished: bool
-    chunks: int
-
-    @property
-    def finish_reason(self) -> str:
-        """Why the answer ended, as the usage event records it (``UsageEvent.finish_reason``):
-        "" until the upstream says."""
-        ...
-
-    def feed(self, data: bytes) -> bytes: ...
-
-    def close(self) -> bytes: ...
-
-    def cut(self) -> bytes:
-        """What to send when the upstream fails mid-stream (a timeout, a broken connection),
-        before the body ends: nothing, except where the client's API has an event for it."""
-        ...
 
 
 def _finishes(choices: Any) -> bool:
@@ -118,21 +96,6 @@ class OpenAIPassthrough:
         return rest if rest.strip() else b""
 
 
-class Exchange(Protocol):
-    url: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def finish_reason(self) -> str:
-        """Of the whole answer, read by :meth:`response`."""
-        ...
-
-    def response(self, raw: bytes) -> tuple[bytes, Usage | None]: ...
-
-    def translator(self) -> StreamTranslator: ...
-
-
 class OpenAIToOpenAI:
     """The client and the upstream both speak OpenAI: the body goes through with the upstream's
     model name, the answer comes back byte for byte."""
@@ -181,16 +144,6 @@ def _anthropic_headers(api_key: str) -> dict[str, str]:
         "Content-Type": "application/json",
         "Accept-Encoding": "identity",
     }
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        payload = None
-    if not isinstance(payload, dict):
-        raise RelayError(502, "The upstream sent an invalid response.", type="upstream_error")
-    return payload
 
 
 class AnthropicEventsToOpenAI:
@@ -250,7 +203,7 @@ class OpenAIToAnthropic:
         self.finish_reason = ""
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
-        payload = _json(raw)
+        payload = json_object(raw)
         self.finish_reason = anthropic.recorded_finish_reason(payload.get("stop_reason"))
         usage = payload.get("usage")
         converted = anthropic.anthropic_response_to_openai(payload, self.model)
@@ -328,7 +281,7 @@ class AnthropicToOpenAI:
         self.finish_reason = ""
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
-        payload = _json(raw)
+        payload = json_object(raw)
         self.finish_reason = openai_adapter.finish_reason_of(payload)
         converted = anthropic.openai_response_to_anthropic(payload, self.model)
         return orjson.dumps(converted), openai_adapter.usage_of(payload)
@@ -388,7 +341,7 @@ class AnthropicToAnthropic:
         self.finish_reason = ""
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
-        payload = _json(raw)
+        payload = json_object(raw)
         self.finish_reason = anthropic.recorded_finish_reason(payload.get("stop_reason"))
         usage = payload.get("usage")
         return raw, anthropic.usage_from_anthropic(usage) if isinstance(usage, dict) else None
@@ -473,7 +426,7 @@ class ResponsesToChat:
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
         body, usage = self.inner.response(raw)
         converted = responses.chat_response_to_responses(
-            _json(body), usage, self.request, self.response_id, self.model
+            json_object(body), usage, self.request, self.response_id, self.model
         )
         return orjson.dumps(converted), usage
 
@@ -545,7 +498,7 @@ class CompletionsToFim:
         self.finish_reason = ""
 
     def response(self, raw: bytes) -> tuple[bytes, Usage | None]:
-        payload = _json(raw)
+        payload = json_object(raw)
         reason = openai_adapter.finish_reason_of(payload)
         self.finish_reason = completions.FINISH_REASONS.get(reason, reason)
         converted = completions.fim_response_to_completion(payload, self.model, self.completion_id)

@@ -17,7 +17,7 @@ from . import media, prices
 from .adapters import anthropic, completions, responses
 from .config import Config
 from .errors import RelayError, bad_request, unauthorized
-from .exchange import StreamTranslator
+from .exchange_types import StreamTranslator
 from .routing import Plan
 from .views import Views
 

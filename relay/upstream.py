@@ -21,7 +21,8 @@ from . import prices, sticky
 from .adapters import openai as openai_adapter
 from .breaker import Breakers
 from .errors import RelayError, scrub
-from .exchange import Exchange, make_exchange
+from .exchange import make_exchange
+from .exchange_types import Exchange
 from .holds import Holds
 from .reporter import Reporter
 from .request import ClientSide, Request, Scope
