@@ -12,6 +12,8 @@ from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from lib.admin import ReadOnlyAdminMixin
+
 from . import services
 from .emails import NormalizedEmailField
 from .models import Account, AuditEvent, Invitation, Membership, Organization, User
@@ -74,24 +76,15 @@ class EmailAddressAdmin(BaseEmailAddressAdmin):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Accounts are made with their users; money moves through the ledger, never here."""
 
     list_display = ("pk", "user", "created_at")
     search_fields = ("user__email",)
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The audit log is append-only: operators read it here; nobody adds, edits or deletes."""
 
     list_display = ("created_at", "account", "actor_label", "action", "target", "network")
@@ -102,28 +95,10 @@ class AuditEventAdmin(admin.ModelAdmin):
     # The log runs long: no COUNT(*) of the whole table on every page.
     show_full_result_count = False
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-
-class ReadOnly(admin.ModelAdmin):
+class ReadOnly(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Organizations change through their owners and admins (accounts.organizations, which
     audits every change and revokes a removed member's keys); operators read them here."""
-
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
 
 
 class MembershipInline(admin.TabularInline):

@@ -10,6 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from lib.admin import ReadOnlyAdminMixin
+
 from . import ledger, topups, webhooks
 from . import vouchers as voucher_services
 from .models import (
@@ -25,17 +27,8 @@ from .models import (
 from .providers.base import ProviderError
 
 
-class ReadOnly(admin.ModelAdmin):
+class ReadOnly(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Money rows are appended by services only; the admin shows them."""
-
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
-
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
 
 
 class AdjustmentForm(forms.ModelForm):
