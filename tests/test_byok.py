@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import ROUND_CEILING, Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -106,6 +106,29 @@ def add(alice: Any, provider: Provider, key: str, mode: str = "prioritised") -> 
     return credential
 
 
+@pytest.fixture
+def alice_credential(alice: Any, mistral: Provider, keys: dict[str, str]) -> ProviderCredential:
+    """Alice's own mistral key, saved "prioritised" (checked at the provider on save)."""
+    return add(alice, mistral, keys["alice"])
+
+
+@pytest.fixture
+def revoked_at_provider(
+    alice: Any, mistral: Provider, keys: dict[str, str]
+) -> Callable[[str], str]:
+    """Saves alice's mistral key with a mode, then has the provider revoke it since (the stored
+    key becomes one the provider refuses, pushed to the relays); returns that refused key."""
+
+    def revoke(mode: str) -> str:
+        credential = add(alice, mistral, keys["alice"], mode=mode)
+        revoked = f"sk-revoked{secrets.token_hex(20)}"
+        ProviderCredential.objects.filter(pk=credential.pk).update(api_key=encrypt(revoked))
+        byok.push(alice.account.pk)
+        return revoked
+
+    return revoke
+
+
 def serves_with(
     relay: Any, secret: str, upstream: Any, key: str, sent: list[str] | None = None
 ) -> bool:
@@ -169,8 +192,9 @@ def test_it_sends_the_users_key_upstream_and_bills_the_fee_exactly(
     keys: dict[str, str],
     relay: Any,
     worker: Any,
+    alice_client: Client,
+    alice_credential: ProviderCredential,
 ) -> None:
-    add(alice, mistral, keys["alice"])
     assert bearers(provider_upstream, "/v1/models")[-1] == keys["alice"]  # the check on save
     sent: list[str] = []
     wait_until(
@@ -198,20 +222,18 @@ def test_it_sends_the_users_key_upstream_and_bills_the_fee_exactly(
     assert debits[0].balance_after == before.balance_after - fee
 
     # The request log, its page, its CSV and the usage API say so; the rollups count it.
-    client = Client()
-    client.force_login(alice)
-    log = client.get(reverse("usage_requests")).content.decode()
+    log = alice_client.get(reverse("usage_requests")).content.decode()
     assert 'data-testid="byok"' in log
-    page = client.get(reverse("usage_request", args=[event.request_id])).content.decode()
+    page = alice_client.get(reverse("usage_request", args=[event.request_id])).content.decode()
     assert "Sent with your own provider key" in page
-    csv_text = b"".join(client.get(reverse("usage_requests_csv")).streaming_content).decode()
+    csv_text = b"".join(alice_client.get(reverse("usage_requests_csv")).streaming_content).decode()
     header, *rows = csv_text.splitlines()
     column = header.split(",").index("byok")
     assert any(r.startswith(event.request_id) and r.split(",")[column] == "true" for r in rows)
-    api = client.get(f"/api/v1/usage/requests/{event.request_id}/").json()
+    api = alice_client.get(f"/api/v1/usage/requests/{event.request_id}/").json()
     assert api["byok"] is True
     assert HourlyUsage.objects.filter(account=alice.account, byok__gte=1).exists()
-    assert client.get("/api/v1/usage/").json()["totals"]["byok"] >= 1
+    assert alice_client.get("/api/v1/usage/").json()["totals"]["byok"] >= 1
 
     # Streamed: the same key, the same rule.
     status, headers, text = stream(
@@ -234,13 +256,10 @@ def test_a_prioritised_key_that_fails_falls_back_to_the_operators_route(
     relay: Any,
     worker: Any,
     caplog: pytest.LogCaptureFixture,
+    revoked_at_provider: Callable[[str], str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    credential = add(alice, mistral, keys["alice"])
-    # The key was revoked at the provider since it was saved.
-    revoked = f"sk-revoked{secrets.token_hex(20)}"
-    ProviderCredential.objects.filter(pk=credential.pk).update(api_key=encrypt(revoked))
-    byok.push(alice.account.pk)
+    revoked = revoked_at_provider("prioritised")
 
     def fell_back() -> Any:
         status, headers, body = post(
@@ -269,12 +288,10 @@ def test_an_always_key_that_fails_is_the_answer_and_the_operators_key_is_never_u
     relay: Any,
     worker: Any,
     caplog: pytest.LogCaptureFixture,
+    revoked_at_provider: Callable[[str], str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    credential = add(alice, mistral, keys["alice"], mode="always")
-    revoked = f"sk-revoked{secrets.token_hex(20)}"
-    ProviderCredential.objects.filter(pk=credential.pk).update(api_key=encrypt(revoked))
-    byok.push(alice.account.pk)
+    revoked = revoked_at_provider("always")
 
     def refused() -> Any:
         status, _, body = post(f"{relay.base_url}/chat/completions", chat(MODEL), key=alice_key)
@@ -338,11 +355,10 @@ def test_the_key_is_nowhere_in_plain_text(
     relay: Any,
     worker: Any,
     caplog: pytest.LogCaptureFixture,
+    alice_client: Client,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    client = Client()
-    client.force_login(alice)
-    page = client.post(
+    page = alice_client.post(
         reverse("provider_keys"),
         {"provider": "mistral", "api_key": keys["alice"], "mode": "prioritised"},
     ).content.decode()
@@ -353,7 +369,7 @@ def test_the_key_is_nowhere_in_plain_text(
     )
     assert status == 200
     recorded(headers["x-request-id"])
-    api = client.get("/api/v1/provider-keys/").content.decode()
+    api = alice_client.get("/api/v1/provider-keys/").content.decode()
     assert keys["alice"] not in api
     database = io.StringIO()
     call_command("dumpdata", stdout=database)
@@ -372,11 +388,14 @@ def test_the_key_is_nowhere_in_plain_text(
 
 
 def test_rotatesecrets_reencrypts_the_accounts_keys(
-    alice: Any, mistral: Provider, keys: dict[str, str], settings: Any, redis_client: Any
+    alice: Any,
+    keys: dict[str, str],
+    settings: Any,
+    redis_client: Any,
+    alice_credential: ProviderCredential,
 ) -> None:
     from cryptography.fernet import Fernet
 
-    add(alice, mistral, keys["alice"])
     before = ProviderCredential.objects.get(account=alice.account).api_key
     new = Fernet.generate_key().decode()
     settings.TP_SECRETS_KEYS = [new, *settings.TP_SECRETS_KEYS]
@@ -394,12 +413,10 @@ def test_rotatesecrets_reencrypts_the_accounts_keys(
 
 
 def test_a_refused_key_is_not_saved_and_not_echoed(
-    alice: Any, mistral: Provider, provider_upstream: Any
+    mistral: Provider, provider_upstream: Any, alice_client: Client
 ) -> None:
-    client = Client()
-    client.force_login(alice)
     wrong = f"sk-wrong{secrets.token_hex(20)}"
-    page = client.post(
+    page = alice_client.post(
         reverse("provider_keys"), {"provider": "mistral", "api_key": wrong, "mode": "always"}
     )
     text = page.content.decode()
@@ -407,7 +424,7 @@ def test_a_refused_key_is_not_saved_and_not_echoed(
     assert "refused this key (HTTP 401)" in text
     assert wrong not in text and wrong[-4:] not in text
     assert not ProviderCredential.objects.exists()
-    response = client.post(
+    response = alice_client.post(
         "/api/v1/provider-keys/",
         {"provider": "mistral", "api_key": wrong},
         content_type="application/json",
@@ -433,28 +450,34 @@ def test_a_refused_key_is_not_saved_and_not_echoed(
         {"provider": "mistral", "api_key": "sk-abcdef123456", "mode": "sometimes"},
     ],
 )
-def test_bad_input_is_a_400(alice: Any, mistral: Provider, payload: dict[str, Any]) -> None:
-    client = Client()
-    client.force_login(alice)
-    response = client.post("/api/v1/provider-keys/", payload, content_type="application/json")
+def test_bad_input_is_a_400(
+    mistral: Provider, payload: dict[str, Any], alice_client: Client
+) -> None:
+    response = alice_client.post("/api/v1/provider-keys/", payload, content_type="application/json")
     assert response.status_code == 400, response.content
-    page = client.post(
+    page = alice_client.post(
         reverse("provider_keys"), {k: v for k, v in payload.items() if isinstance(v, str)}
     )
     assert page.status_code == 200  # the form again, with its errors
     assert not ProviderCredential.objects.exists()
-    assert client.post(reverse("provider_keys"), {"remove": "x1"}).status_code == 404
-    assert client.post(reverse("provider_keys"), {"remove": "9" * 40}).status_code == 404
+    assert alice_client.post(reverse("provider_keys"), {"remove": "x1"}).status_code == 404
+    assert alice_client.post(reverse("provider_keys"), {"remove": "9" * 40}).status_code == 404
     assert (
-        client.post("/api/v1/provider-keys/", b"{oops", content_type="application/json").status_code
+        alice_client.post(
+            "/api/v1/provider-keys/", b"{oops", content_type="application/json"
+        ).status_code
         == 400
     )
 
 
 def test_another_account_can_neither_see_nor_remove_the_key(
-    alice: Any, bob: Any, mistral: Provider, keys: dict[str, str]
+    alice: Any,
+    bob: Any,
+    mistral: Provider,
+    keys: dict[str, str],
+    alice_credential: ProviderCredential,
+    alice_client: Client,
 ) -> None:
-    credential = add(alice, mistral, keys["alice"])
     last4 = keys["alice"][-4:]
     bobs = Client()
     bobs.force_login(bob)
@@ -463,12 +486,12 @@ def test_another_account_can_neither_see_nor_remove_the_key(
     assert bobs.get("/api/v1/provider-keys/").json() == []
     assert bobs.get("/api/v1/provider-keys/mistral/").status_code == 404
     assert bobs.delete("/api/v1/provider-keys/mistral/").status_code == 404
-    assert bobs.post(reverse("provider_keys"), {"remove": str(credential.pk)}).status_code == 404
-    assert ProviderCredential.objects.filter(pk=credential.pk).exists()
+    assert (
+        bobs.post(reverse("provider_keys"), {"remove": str(alice_credential.pk)}).status_code == 404
+    )
+    assert ProviderCredential.objects.filter(pk=alice_credential.pk).exists()
 
-    alices = Client()
-    alices.force_login(alice)
-    listed = alices.get("/api/v1/provider-keys/").json()
+    listed = alice_client.get("/api/v1/provider-keys/").json()
     assert listed == [
         {
             "provider": "mistral",
@@ -481,27 +504,31 @@ def test_another_account_can_neither_see_nor_remove_the_key(
             "updated_at": listed[0]["updated_at"],
         }
     ]
-    assert last4 in alices.get(reverse("provider_keys")).content.decode()
-    assert alices.delete("/api/v1/provider-keys/mistral/").status_code == 204
+    assert last4 in alice_client.get(reverse("provider_keys")).content.decode()
+    assert alice_client.delete("/api/v1/provider-keys/mistral/").status_code == 204
     assert not ProviderCredential.objects.exists()
 
 
 def test_adding_replacing_and_removing_are_audited(
-    alice: Any, mistral: Provider, keys: dict[str, str], provider_upstream: Any
+    alice: Any,
+    mistral: Provider,
+    keys: dict[str, str],
+    provider_upstream: Any,
+    alice_client: Client,
 ) -> None:
-    client = Client()
-    client.force_login(alice)
     body = {"provider": "mistral", "api_key": keys["alice"]}
     assert (
-        client.post("/api/v1/provider-keys/", body, content_type="application/json").status_code
+        alice_client.post(
+            "/api/v1/provider-keys/", body, content_type="application/json"
+        ).status_code
         == 201
     )
-    replaced = client.post(
+    replaced = alice_client.post(
         "/api/v1/provider-keys/", {**body, "mode": "always"}, content_type="application/json"
     )
     assert replaced.status_code == 200 and replaced.json()["mode"] == "always"
     assert ProviderCredential.objects.count() == 1
-    assert client.delete("/api/v1/provider-keys/mistral/").status_code == 204
+    assert alice_client.delete("/api/v1/provider-keys/mistral/").status_code == 204
     actions = list(
         AuditEvent.objects.filter(account=alice.account, action__startswith="byok.")
         .order_by("id")
@@ -512,13 +539,11 @@ def test_adding_replacing_and_removing_are_audited(
         assert keys["alice"][-4:] in target and keys["alice"] not in target
 
 
-def test_the_keys_page_and_the_account_menu_link_to_provider_keys(alice: Any) -> None:
-    client = Client()
-    client.force_login(alice)
+def test_the_keys_page_and_the_account_menu_link_to_provider_keys(alice_client: Client) -> None:
     url = reverse("provider_keys")
-    assert url in client.get(reverse("keys")).content.decode()
-    assert url in client.get(reverse("account_time_zone")).content.decode()
-    page = client.get(url).content.decode()
+    assert url in alice_client.get(reverse("keys")).content.decode()
+    assert url in alice_client.get(reverse("account_time_zone")).content.decode()
+    page = alice_client.get(url).content.decode()
     assert "5%" in page
 
 
@@ -561,9 +586,12 @@ def test_the_hold_is_the_fee_when_only_the_users_key_may_serve() -> None:
 
 
 def test_syncredis_rebuilds_the_accounts_keys_in_redis(
-    alice: Any, bob: Any, mistral: Provider, keys: dict[str, str], redis_client: Any
+    alice: Any,
+    bob: Any,
+    keys: dict[str, str],
+    redis_client: Any,
+    alice_credential: ProviderCredential,
 ) -> None:
-    add(alice, mistral, keys["alice"])
     redis_client.delete(state.byok(alice.account.pk))
     redis_client.set(state.byok(bob.account.pk), "{}")  # stale: bob has none
     call_command("syncredis", stdout=io.StringIO())
