@@ -145,17 +145,24 @@ def revoke_key(
     more than this key (``account_deleted``); it goes into the audit log."""
     key, revoked = _revoke(key)
     if revoked:
-        audit.record(
-            account=key.account,
-            action=audit.Action.KEY_REVOKED,
-            actor=actor,
-            network=network,
-            target=_target(key),
-            details={"reason": reason} if reason else None,
-            # Nobody asked, for a reason: a leak report, an expiry.
-            by_system=actor is None and bool(reason),
-        )
+        _audit_revoke(key, audit.Action.KEY_REVOKED, actor=actor, network=network, reason=reason)
     return key
+
+
+def _audit_revoke(
+    key: ApiKey | ManagementKey, action: str, *, actor: User | None, network: str, reason: str
+) -> None:
+    """The audit event of a key's revoke, with the ``reason`` if one was given."""
+    audit.record(
+        account=key.account,
+        action=action,
+        actor=actor,
+        network=network,
+        target=_target(key),
+        details={"reason": reason} if reason else None,
+        # Nobody asked, for a reason: a leak report, an expiry.
+        by_system=actor is None and bool(reason),
+    )
 
 
 def _revoke(key: ApiKey) -> tuple[ApiKey, bool]:
@@ -248,15 +255,8 @@ def revoke_management_key(
         revoked_at=timezone.now()
     )
     if revoked:
-        audit.record(
-            account=key.account,
-            action=audit.Action.MANAGEMENT_KEY_REVOKED,
-            actor=actor,
-            network=network,
-            target=_target(key),
-            details={"reason": reason} if reason else None,
-            # Nobody asked, for a reason: a leak report, an expiry.
-            by_system=actor is None and bool(reason),
+        _audit_revoke(
+            key, audit.Action.MANAGEMENT_KEY_REVOKED, actor=actor, network=network, reason=reason
         )
 
 
