@@ -24,6 +24,31 @@ def _target(key: ApiKey | ManagementKey) -> str:
     return f"{key.name} ({key.masked})"
 
 
+def _audit(
+    key: ApiKey | ManagementKey,
+    action: str,
+    *,
+    actor: User | None,
+    network: str,
+    details: dict[str, Any] | None = None,
+    reason: str = "",
+) -> None:
+    """One audit event about ``key``, in its account's log. ``reason`` (a revoke's) goes into
+    the details."""
+    if reason:
+        details = {**(details or {}), "reason": reason}
+    audit.record(
+        account=key.account,
+        action=action,
+        actor=actor,
+        network=network,
+        target=_target(key),
+        details=details,
+        # Nobody asked, for a reason: a leak report, an expiry.
+        by_system=actor is None and bool(reason),
+    )
+
+
 @transaction.atomic
 def issue_key(
     *,
@@ -39,12 +64,11 @@ def issue_key(
     key, secret = _issue(
         account=account, name=name, limits=limits, created_by=actor or account.user
     )
-    audit.record(
-        account=account,
-        action=audit.Action.KEY_CREATED,
+    _audit(
+        key,
+        audit.Action.KEY_CREATED,
         actor=actor,
         network=network,
-        target=_target(key),
         details={"limits": _set_limits(key)} if _set_limits(key) else None,
     )
     return key, secret
@@ -96,12 +120,11 @@ def rename_key(*, key: ApiKey, name: str, actor: User | None = None, network: st
     key.name = name.strip()[:100] or key.name
     key.save(update_fields=["name"])
     if key.name != old:
-        audit.record(
-            account=key.account,
-            action=audit.Action.KEY_RENAMED,
+        _audit(
+            key,
+            audit.Action.KEY_RENAMED,
             actor=actor,
             network=network,
-            target=_target(key),
             details=audit.changes({"name": old}, {"name": key.name}),
         )
     return key
@@ -126,14 +149,7 @@ def update_limits(
         (audit.Action.KEY_ROUTING_CHANGED, {"routing": routing} if routing else {}),
     ):
         if details:
-            audit.record(
-                account=key.account,
-                action=action,
-                actor=actor,
-                network=network,
-                target=_target(key),
-                details=details,
-            )
+            _audit(key, action, actor=actor, network=network, details=details)
     return key
 
 
@@ -145,24 +161,8 @@ def revoke_key(
     more than this key (``account_deleted``); it goes into the audit log."""
     key, revoked = _revoke(key)
     if revoked:
-        _audit_revoke(key, audit.Action.KEY_REVOKED, actor=actor, network=network, reason=reason)
+        _audit(key, audit.Action.KEY_REVOKED, actor=actor, network=network, reason=reason)
     return key
-
-
-def _audit_revoke(
-    key: ApiKey | ManagementKey, action: str, *, actor: User | None, network: str, reason: str
-) -> None:
-    """The audit event of a key's revoke, with the ``reason`` if one was given."""
-    audit.record(
-        account=key.account,
-        action=action,
-        actor=actor,
-        network=network,
-        target=_target(key),
-        details={"reason": reason} if reason else None,
-        # Nobody asked, for a reason: a leak report, an expiry.
-        by_system=actor is None and bool(reason),
-    )
 
 
 def _revoke(key: ApiKey) -> tuple[ApiKey, bool]:
@@ -190,12 +190,11 @@ def rotate_key(
     new, secret = _issue(
         account=old.account, name=old.name, limits=_limits(old), created_by=old.created_by
     )
-    audit.record(
-        account=old.account,
-        action=audit.Action.KEY_ROTATED,
+    _audit(
+        old,
+        audit.Action.KEY_ROTATED,
         actor=actor,
         network=network,
-        target=_target(old),
         details={"new_key": new.masked, "grace_seconds": max(grace_seconds, 0)},
     )
     old.replaced_by = new
@@ -236,13 +235,7 @@ def issue_management_key(
         prefix=keyformat.display_prefix(secret),
         last4=keyformat.last_four(secret),
     )
-    audit.record(
-        account=account,
-        action=audit.Action.MANAGEMENT_KEY_CREATED,
-        actor=actor,
-        network=network,
-        target=_target(key),
-    )
+    _audit(key, audit.Action.MANAGEMENT_KEY_CREATED, actor=actor, network=network)
     return key, secret
 
 
@@ -255,7 +248,7 @@ def revoke_management_key(
         revoked_at=timezone.now()
     )
     if revoked:
-        _audit_revoke(
+        _audit(
             key, audit.Action.MANAGEMENT_KEY_REVOKED, actor=actor, network=network, reason=reason
         )
 
