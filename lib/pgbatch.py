@@ -79,14 +79,33 @@ def _quoted(value: str | None) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_BOOL = {True: "t", False: "f", None: "NULL"}
+
+
+def _stamp(value: datetime | date | None) -> str:
+    return "NULL" if value is None else value.isoformat()
+
+
+def _number(value: int | Decimal | None) -> str:
+    return "NULL" if value is None else str(value)
+
+
 def array(values: Sequence[Any]) -> str:
     """One column's parameter: an array literal (text, which the statement casts), built with
-    a few C-level string operations where psycopg would dump each element in Python."""
+    a few C-level string operations where psycopg would dump each element in Python. A column
+    holds one type (and NULLs): its first value picks the way."""
     first = next((value for value in values if value is not None), None)
     if isinstance(first, str):
         return "{" + ",".join(map(_quoted, values)) + "}"
-    if isinstance(first, int | Decimal) and not isinstance(first, bool) and None not in values:
+    if isinstance(first, bool):
+        return "{" + ",".join(map(_BOOL.__getitem__, values)) + "}"
+    if isinstance(first, int | Decimal):
+        if None in values:
+            return "{" + ",".join(map(_number, values)) + "}"
         return "{" + ",".join(map(str, values)) + "}"
+    if isinstance(first, datetime | date):
+        # (an aware datetime carries its offset)
+        return "{" + ",".join(map(_stamp, values)) + "}"
     return "{" + ",".join(map(_literal, values)) + "}"
 
 

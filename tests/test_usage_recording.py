@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -92,6 +93,25 @@ def test_text_columns_read_back_as_sent() -> None:
     sent = ['say "hi"', "back\\slash", "a,b", "{x}", " padded ", "", "NULL", None, "été"]
     with pgbatch.cursor() as cur:
         (got,) = pgbatch.fetch(cur, "SELECT %s::varchar[]", [pgbatch.array(sent)])[0]
+    assert got == sent
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("cast", "sent"),
+    [
+        ("boolean", [True, None, False]),
+        ("bigint", [3, None, -7, 2**62]),
+        ("bigint", [0, 1, 2]),
+        ("numeric", [Decimal("0.000000001"), None, Decimal("-12.5")]),
+        ("timestamptz", [datetime(2026, 3, 29, 1, 30, tzinfo=UTC), None]),
+        ("date", [date(2026, 12, 31), None, date(2027, 1, 1)]),
+    ],
+)
+def test_other_columns_read_back_as_sent(cast: str, sent: list[Any]) -> None:
+    """Each kind of column pgbatch sends as one array literal, missing values included."""
+    with pgbatch.cursor() as cur:
+        (got,) = pgbatch.fetch(cur, f"SELECT %s::{cast}[]", [pgbatch.array(sent)])[0]
     assert got == sent
 
 
