@@ -21,12 +21,17 @@ from .models import LIMIT_FIELDS, ApiKey, ManagementKey
 class ApiKeyForm(LimitsForm, forms.ModelForm):  # type: ignore[misc]
     """The name and the limits, with the rules of the owner's own limits form."""
 
+    # Operators edit the routing defaults as the JSON the API takes (the model's field).
+    structured_routing = False
+
     class Meta:
         model = ApiKey
         fields = ["name", *LIMIT_FIELDS]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for name in [name for name in self.fields if name.startswith("routing_")]:
+            del self.fields[name]
         key = self.instance
         if key.pk:
             self.initial["allowed_ips"] = "\n".join(key.allowed_ips or [])

@@ -87,7 +87,7 @@ def test_it_records_each_key_action_once_with_actor_target_and_network(alice: An
     # Routing defaults are an event of their own.
     client.post(
         reverse("key_detail", args=[key.pk]),
-        {"limits-rpm_limit": "120", "limits-routing": '{"sort": "price"}'},
+        {"limits-rpm_limit": "120", "limits-routing_sort": "price"},
     )
     event = only(alice, A.KEY_ROUTING_CHANGED)
     assert event.details == {"routing": {"old": {}, "new": {"sort": "price"}}}
@@ -95,7 +95,7 @@ def test_it_records_each_key_action_once_with_actor_target_and_network(alice: An
     # Saving the same limits again changes nothing, and is no event.
     client.post(
         reverse("key_detail", args=[key.pk]),
-        {"limits-rpm_limit": "120", "limits-routing": '{"sort": "price"}'},
+        {"limits-rpm_limit": "120", "limits-routing_sort": "price"},
     )
     assert len(events(alice, A.KEY_LIMITS_CHANGED)) == 1
     assert len(events(alice, A.KEY_ROUTING_CHANGED)) == 1

@@ -104,3 +104,62 @@ def test_two_factor_sign_in(page: Page, live_server: Any, catalog: None) -> None
     page.fill("input[name=code]", totp_code(secret))
     page.locator("main form button[type=submit]").click()
     expect(page).to_have_url(re.compile(r"/dashboard/$"))
+
+
+def test_routing_defaults_are_set_by_their_labels_and_reach_the_relay(
+    page: Page, live_server: Any, relay: Any, catalog: None, settings: Any
+) -> None:
+    """The key form's routing preferences, field by field (no JSON): saved on the key as the
+    provider object the relay applies, shown again on the key's page, and a maximum price no
+    route meets refuses the key's requests with the reason."""
+    from keys.models import ApiKey
+
+    settings.TP_RELAY_BASE_URL = relay.base_url
+    base = live_server.url
+    call_command("adduser", "rae@example.com", "--password", PASSWORD, stdout=io.StringIO())
+    call_command("credit", "rae@example.com", "5", stdout=io.StringIO())
+    sign_in(page, base, "rae@example.com")
+
+    page.goto(f"{base}/keys/")
+    page.get_by_label("Name", exact=True).fill("routed")
+    page.get_by_text("Limits (optional)").click()
+    routing = page.get_by_role("group", name="Routing preferences")
+    routing.get_by_label("Sort providers by").select_option(label="Lowest price")
+    only = routing.locator(".field", has=page.get_by_text("Use only these providers", exact=True))
+    only.get_by_label("Mistral AI", exact=True).check()
+    routing.get_by_label("Maximum input price (USD per 1M tokens)").fill("0.0001")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.get_by_test_id("new-key").inner_text().strip()
+
+    key = ApiKey.objects.get(name="routed")
+    assert key.routing == {"only": ["mistral"], "sort": "price", "max_price": {"prompt": "0.0001"}}
+    page.get_by_role("link", name="routed").first.click()
+    routing = page.get_by_role("group", name="Routing preferences")
+    expect(routing.get_by_label("Sort providers by")).to_have_value("price")
+    expect(routing.get_by_label("Maximum input price (USD per 1M tokens)")).to_have_value("0.0001")
+
+    client = openai.OpenAI(base_url=relay.base_url, api_key=secret, max_retries=0)
+    hello = [{"role": "user", "content": "Hello"}]
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="mistral-large-2", messages=hello, max_tokens=10)
+    assert refused.value.status_code in (400, 404)
+    assert "max_price" in str(refused.value.message)
+
+    # Lifted on the key's page: the same request goes through.
+    routing.get_by_label("Maximum input price (USD per 1M tokens)").fill("")
+    page.get_by_role("button", name="Save limits").click()
+    expect(page.get_by_test_id("limits-saved")).to_be_visible()
+    key.refresh_from_db()
+    assert key.routing == {"only": ["mistral"], "sort": "price"}
+    deadline = time.time() + 5
+    while True:
+        try:
+            answer = client.chat.completions.create(
+                model="mistral-large-2", messages=hello, max_tokens=10
+            )
+            break
+        except openai.APIStatusError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+    assert answer.choices

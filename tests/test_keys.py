@@ -381,26 +381,66 @@ def test_routing_defaults_are_set_in_the_form_and_the_api_and_reach_the_relay(
     key, _ = issue_key(account=alice.account, name="routed")
     url = reverse("key_detail", args=[key.pk])
     client = signed_in(alice)
-    saved = client.post(
-        url,
-        {"limits-routing": '{"sort": "price", "only": ["Mistral"], "data_collection": null}'},
-    )
+    saved = client.post(url, {"limits-routing_sort": "price", "limits-routing_only": ["mistral"]})
     assert saved.status_code in (200, 302)
     key.refresh_from_db()
-    assert key.routing == {"only": ["mistral"], "sort": "price"}  # normalised
+    assert key.routing == {"only": ["mistral"], "sort": "price"}
     assert redis_record(redis_client, key)["routing"] == {"only": ["mistral"], "sort": "price"}
     for bad, says in (
-        ('{"sort": "cheapest"}', "routing.sort"),
-        ('{"colour": "blue"}', "routing.colour"),
-        ('{"only": ["nowhere"]}', "Unknown provider: nowhere."),
-        ("[1, 2]", "&#x27;routing&#x27; must be an object."),
+        ({"limits-routing_sort": "cheapest"}, "Select a valid choice."),
+        ({"limits-routing_only": ["nowhere"]}, "Select a valid choice."),
+        ({"limits-routing_order": "Mistral, nowhere"}, "Unknown provider: nowhere."),
+        ({"limits-routing_max_prompt": "-1"}, "greater than or equal to 0"),
     ):
-        body = client.post(url, {"limits-routing": bad}).content.decode()
+        body = client.post(url, bad).content.decode()
         assert says in body, bad
     key.refresh_from_db()
     assert key.routing == {"only": ["mistral"], "sort": "price"}
+    # Every field at once, read back into the form as saved.
+    client.post(
+        url,
+        {
+            "limits-routing_sort": "latency",
+            "limits-routing_order": " Mistral , openai,, ",
+            "limits-routing_ignore": ["openai"],
+            "limits-routing_no_fallbacks": "on",
+            "limits-routing_max_prompt": "2.5",
+            "limits-routing_max_completion": "0",
+            "limits-routing_data_collection": "deny",
+            "limits-routing_zdr": "on",
+        },
+    )
+    key.refresh_from_db()
+    full = {
+        "order": ["mistral", "openai"],
+        "ignore": ["openai"],
+        "allow_fallbacks": False,
+        "sort": "latency",
+        "max_price": {"prompt": "2.5", "completion": "0"},
+        "data_collection": "deny",
+        "zdr": True,
+    }
+    assert key.routing == full
+    form = client.get(url).context["form"]
+    assert form["routing_order"].value() == "mistral, openai"
+    assert form["routing_no_fallbacks"].value() is True
+    assert form["routing_max_prompt"].value() == "2.5"
+    assert form.routing_kept == {}
+    # What the form has no field for (set through the API) is kept when the form saves.
+    key.routing = {"require_parameters": True, "max_price": {"request": "0.01", "prompt": "1"}}
+    key.save(update_fields=["routing"])
+    client.post(url, {"limits-routing_sort": "price", "limits-routing_max_prompt": "3"})
+    key.refresh_from_db()
+    assert key.routing == {
+        "require_parameters": True,
+        "max_price": {"request": "0.01", "prompt": "3"},
+        "sort": "price",
+    }
     # Emptied: no defaults, and the key's record carries none (the relay's plain path).
-    client.post(url, {"limits-routing": ""})
+    key.routing = {}
+    key.save(update_fields=["routing"])
+    client.post(url, {"limits-routing_sort": "price"})
+    client.post(url, {})
     key.refresh_from_db()
     assert key.routing == {} and "routing" not in redis_record(redis_client, key)
 
