@@ -15,6 +15,12 @@ from .models import LIMIT_FIELDS, ApiKey, ProviderCredential
 SHOWN_PRICES = ("prompt", "completion")
 
 
+def _price_field(label: Any) -> forms.DecimalField:
+    return forms.DecimalField(
+        label=label, required=False, min_value=Decimal(0), max_digits=15, decimal_places=6
+    )
+
+
 class LimitsForm(forms.Form):
     """A key's limits; every one optional. Also the JSON API's rules (see keys.api)."""
 
@@ -98,20 +104,8 @@ class LimitsForm(forms.Form):
             "Try only the providers listed first, or only the first provider when none are listed."
         ),
     )
-    routing_max_prompt = forms.DecimalField(
-        label=_("Maximum input price (USD per 1M tokens)"),
-        required=False,
-        min_value=Decimal(0),
-        max_digits=15,
-        decimal_places=6,
-    )
-    routing_max_completion = forms.DecimalField(
-        label=_("Maximum output price (USD per 1M tokens)"),
-        required=False,
-        min_value=Decimal(0),
-        max_digits=15,
-        decimal_places=6,
-    )
+    routing_max_prompt = _price_field(_("Maximum input price (USD per 1M tokens)"))
+    routing_max_completion = _price_field(_("Maximum output price (USD per 1M tokens)"))
     routing_data_collection = forms.ChoiceField(
         label=_("Providers that may train on prompts"),
         required=False,
