@@ -146,6 +146,11 @@ def usage(request: HttpRequest) -> HttpResponse:
     # Figures are formatted here, with the language's separators read once: a 90-day table has
     # some two thousand of them.
     text = text_formatter()
+    stats = _figure_columns()
+    if report.totals["byok"] or report.previous["byok"]:
+        # Only where the account's own provider keys served requests (BYOK), beside the count
+        # of all requests.
+        stats.insert(2, ("byok", "byok-requests", _("Requests with your own provider keys")))
     figures = [
         {
             "testid": testid,
@@ -156,7 +161,7 @@ def usage(request: HttpRequest) -> HttpResponse:
             "previous": text(report.previous[name]),
             "change": report.changes[name],
         }
-        for name, testid, label in _figure_columns()
+        for name, testid, label in stats
     ]
     columns = _figure_columns()
     grouped = report.group_by != "none"

@@ -283,6 +283,8 @@ def test_it_shows_totals_against_the_previous_period(recorded: dict[str, Any]) -
     assert figure(html, "change-spend") == "+62.5%"
     assert figure(html, "change-requests") == "+200.0%"
     assert "bobs-model" not in html
+    # No request went through alice's own provider keys: no such figure.
+    assert 'data-testid="stat-byok-requests"' not in html
     # 30 days take in the request of nine days ago; 90 days the one of sixty.
     html = client.get("/usage/").content.decode()
     assert value_of(html, "total-spend") == Decimal("5.250000001")

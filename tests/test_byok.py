@@ -234,6 +234,11 @@ def test_it_sends_the_users_key_upstream_and_bills_the_fee_exactly(
     assert api["byok"] is True
     assert HourlyUsage.objects.filter(account=alice.account, byok__gte=1).exists()
     assert alice_client.get("/api/v1/usage/").json()["totals"]["byok"] >= 1
+    # The activity page counts them beside all requests.
+    served = UsageEvent.objects.filter(account=alice.account, byok=True).count()
+    activity_page = alice_client.get(reverse("usage")).content.decode()
+    assert f'data-testid="stat-byok-requests" data-value="{served}"' in activity_page
+    assert "Requests with your own provider keys" in activity_page
 
     # Streamed: the same key, the same rule.
     status, headers, text = stream(
