@@ -1,8 +1,8 @@
 """Account data: export everything we hold about a user, and delete an account.
 
-Deleting erases personal data and revokes every key at once, but keeps the ledger and the
-usage log (anonymised: they hang off an account whose user no longer has a name or an email)
-because accounting needs them.
+Deleting erases personal data, revokes every key at once and forgets the account's own
+provider keys (BYOK), but keeps the ledger and the usage log (anonymised: they hang off an
+account whose user no longer has a name or an email) because accounting needs them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from allauth.usersessions.models import UserSession
 from django.apps import apps
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 
 from accounts import audit, organizations
@@ -25,7 +26,8 @@ from accounts.models import AuditEvent, Membership, Role, User
 from accounts.selectors import account_of
 from billing import ledger
 from billing.models import LedgerEntry, UsageEvent
-from keys.models import LIMIT_FIELDS, ApiKey
+from keys.byok import remove_credential
+from keys.models import LIMIT_FIELDS, ApiKey, ProviderCredential
 from keys.services import revoke_key, revoke_management_key
 
 
@@ -90,6 +92,12 @@ def export(user: User) -> Iterator[str]:
         "management_keys": list(
             account.management_keys.values("name", "prefix", "last4", "created_at", "revoked_at")
         ),
+        # The account's own provider keys (BYOK): which, never the key.
+        "provider_keys": list(
+            ProviderCredential.objects.filter(account=account)
+            .order_by("provider__slug")
+            .values("provider__slug", "mode", "last4", "checked_at", "created_at", "updated_at")
+        ),
     }
     yield _dumps(head)[:-1]
     for name, rows in (
@@ -133,10 +141,16 @@ def delete(user: User) -> None:
                 account__organization=membership.organization, status=ApiKey.Status.ACTIVE
             ):
                 revoke_key(key=key, actor=user, reason="account_deleted")
+            _forget_provider_keys(
+                ProviderCredential.objects.filter(account__organization=membership.organization),
+                user,
+            )
             membership.delete()
     account = account_of(user)
     for key in ApiKey.objects.filter(account=account, status=ApiKey.Status.ACTIVE):
         revoke_key(key=key, actor=user, reason="account_deleted")
+    # Another service's secrets are not kept for an account nobody can use.
+    _forget_provider_keys(ProviderCredential.objects.filter(account=account), user)
     for management_key in account.management_keys.filter(revoked_at__isnull=True):
         revoke_management_key(key=management_key, actor=user, reason="account_deleted")
     # Every signed-in session of the user ends (allauth's session list knows them all).
@@ -153,6 +167,13 @@ def delete(user: User) -> None:
     user.is_superuser = False
     user.save()
     audit.forget(user)  # the events they did name them by the erased address from now on
+
+
+def _forget_provider_keys(credentials: QuerySet[ProviderCredential], user: User) -> None:
+    """Removes these BYOK keys as their page's Remove does: audited, and every relay stops
+    using them within a second."""
+    for credential in credentials.select_related("account", "provider"):
+        remove_credential(credential=credential, actor=user)
 
 
 def _delete_related(user: User) -> None:

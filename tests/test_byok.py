@@ -636,3 +636,24 @@ def test_it_scrubs_a_key_an_upstream_shows_masked() -> None:
     for shown in ("sk-ab***cd", "sk-proj-****************abcd", "abc***"):
         text = scrub(f"Incorrect API key provided: {shown}. You can find your API key at x.")
         assert shown not in text and "[redacted]" in text
+
+
+def test_the_export_lists_the_keys_without_them_and_deleting_the_account_forgets_them(
+    alice: Any, alice_credential: ProviderCredential, keys: dict[str, str], redis_client: Any
+) -> None:
+    from portal import account as account_data
+
+    exported = json.loads("".join(account_data.export(alice)))
+    assert [
+        (row["provider__slug"], row["mode"], row["last4"]) for row in exported["provider_keys"]
+    ] == [("mistral", "prioritised", keys["alice"][-4:])]
+    assert keys["alice"] not in json.dumps(exported)
+    assert redis_client.exists(state.byok(alice.account.pk))
+
+    account_data.delete(alice)
+    assert not ProviderCredential.objects.filter(account=alice.account).exists()
+    assert byok.record(alice.account.pk) == {}
+    removed = AuditEvent.objects.get(account=alice.account, action="byok.removed")
+    assert removed.details == {"provider": "mistral"}
+    # The relays' copy goes too (pushed after commit).
+    assert not redis_client.exists(state.byok(alice.account.pk))
