@@ -657,3 +657,29 @@ def test_the_export_lists_the_keys_without_them_and_deleting_the_account_forgets
     assert removed.details == {"provider": "mistral"}
     # The relays' copy goes too (pushed after commit).
     assert not redis_client.exists(state.byok(alice.account.pk))
+
+
+def test_deleting_a_sole_owner_forgets_the_abandoned_organizations_provider_keys(
+    alice: Any, mistral: Provider, redis_client: Any
+) -> None:
+    from django.utils import timezone
+
+    from accounts import organizations
+    from portal import account as account_data
+
+    team = organizations.create(owner=alice, name="Alice alone")
+    credential = ProviderCredential.objects.create(
+        account=team.account,
+        provider=mistral,
+        api_key=encrypt("sk-team-key-0000"),
+        last4="0000",
+        checked_at=timezone.now(),
+        added_by=alice,
+    )
+    byok.push(team.account.pk)
+    assert redis_client.exists(state.byok(team.account.pk))
+
+    account_data.delete(alice)
+    assert not ProviderCredential.objects.filter(pk=credential.pk).exists()
+    assert not redis_client.exists(state.byok(team.account.pk))
+    assert AuditEvent.objects.filter(account=team.account, action="byok.removed").exists()
