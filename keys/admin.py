@@ -13,9 +13,11 @@ from django.http import HttpRequest
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from lib.admin import ReadOnlyAdminMixin
+
 from . import services
 from .forms import LimitsForm
-from .models import LIMIT_FIELDS, ApiKey, ManagementKey
+from .models import LIMIT_FIELDS, ApiKey, ManagementKey, ProviderCredential
 
 
 class ApiKeyForm(LimitsForm, forms.ModelForm):  # type: ignore[misc]
@@ -153,3 +155,21 @@ class ManagementKeyAdmin(admin.ModelAdmin):
             gettext("Revoked %(count)d management key(s).") % {"count": count},
             messages.SUCCESS,
         )
+
+
+@admin.register(ProviderCredential)
+class ProviderCredentialAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Accounts' own provider keys (BYOK), listed for operators: which account, which provider,
+    the mode and the last four characters, never the key. Only the account adds, replaces or
+    removes one (keys.byok), so that it is checked at the provider and audited."""
+
+    list_display = ("account", "provider", "mode", "masked", "checked_at", "added_by", "created_at")
+    list_filter = ("mode", "provider")
+    search_fields = ("account__user__email", "account__organization__name", "provider__slug")
+    list_select_related = ("account__user", "account__organization", "provider", "added_by")
+    fields = ("account", "provider", "mode", "masked", "checked_at", "added_by", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description=_("key"))
+    def masked(self, obj: ProviderCredential) -> str:
+        return obj.masked

@@ -23,7 +23,7 @@ from billing.models import LedgerEntry
 from catalog.models import Model, PriceVersion, Provider, Route, Source
 from core import state
 from core.pricing import to_nanos
-from keys.models import ApiKey, ManagementKey
+from keys.models import ApiKey, ManagementKey, ProviderCredential
 from keys.services import issue_key, issue_management_key
 from lib.secrets import box
 
@@ -239,6 +239,38 @@ def test_management_keys_are_revoked_for_good(admin_client: Client, customer: An
     act(admin_client, ManagementKey, "revoke_keys", key)  # again: nothing moves
     key.refresh_from_db()
     assert key.revoked_at == revoked_at
+
+
+def test_provider_keys_are_listed_never_shown_and_never_changed_here(
+    admin_client: Client, customer: Any
+) -> None:
+    from django.utils import timezone
+
+    from lib.secrets import encrypt
+
+    secret = "sk-customer-own-key-9f3a"
+    credential = ProviderCredential.objects.create(
+        account=customer.account,
+        provider=Provider.objects.get(slug="mistral"),
+        api_key=encrypt(secret),
+        last4=secret[-4:],
+        checked_at=timezone.now(),
+        added_by=customer,
+    )
+    listing = admin_client.get(reverse("admin:keys_providercredential_changelist"))
+    assert listing.status_code == 200
+    page = listing.content.decode()
+    assert "…9f3a" in page and customer.email in page
+    assert secret not in page and credential.api_key not in page
+    detail = admin_client.get(
+        reverse("admin:keys_providercredential_change", args=[credential.pk])
+    ).content.decode()
+    assert secret not in detail and credential.api_key not in detail
+    # Read-only: no add, no edit, no delete.
+    assert admin_client.get(reverse("admin:keys_providercredential_add")).status_code == 403
+    delete = reverse("admin:keys_providercredential_delete", args=[credential.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert ProviderCredential.objects.filter(pk=credential.pk).exists()
 
 
 # ---- the catalog -------------------------------------------------------------------------------
