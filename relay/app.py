@@ -19,7 +19,6 @@ import logging
 import time
 from typing import Any
 
-import aiohttp
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -28,7 +27,7 @@ from core import jsonlog, state
 from core import routing as core_routing
 from core.network import coarse
 
-from . import byok, limits, listing, metrics, routing, scripts
+from . import byok, http1, limits, listing, metrics, routing, scripts
 from .adapters import anthropic, completions, quirks, responses
 from .breaker import Breakers
 from .cluster import ClusterScriptClient
@@ -82,7 +81,7 @@ class Relay(Upstream, Counting):
         self.views: Views
         self.metrics: metrics.Exposition
         self.reporter: Reporter
-        self.http: aiohttp.ClientSession
+        self.http: http1.Client
         self.scripts = {}
         self.script_client: Lean | None = None
         self.trusted: list[limits.Network] = []
@@ -119,16 +118,9 @@ class Relay(Upstream, Counting):
             replay_interval=self.config.replay_interval,
         )
         await self.reporter.start()
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=self.config.upstream_connections, ttl_dns_cache=300
-            ),
-            # First-byte and between-chunk timeouts are applied per request (see attempt()).
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=self.config.connect_timeout, sock_read=None
-            ),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
+        self.http = http1.Client(
+            limit=self.config.upstream_connections,
+            connect_timeout=self.config.connect_timeout,
         )
         # What start-up built (modules, the catalog, clients) lives as long as the process: out
         # of the collector's way, so a full collection scans only what requests left behind

@@ -16,13 +16,12 @@ import asyncio
 import logging
 from typing import Any
 
-import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
 from core import state
 
-from . import limits
+from . import http1, limits
 from .adapters.anthropic import count
 from .adapters.openai import error_message
 from .errors import RelayError, scrub
@@ -38,7 +37,7 @@ ANTHROPIC_VERSION = "2023-06-01"
 class Counting(ClientSide):
     """The token count (a part of :class:`relay.app.Relay`)."""
 
-    http: aiohttp.ClientSession
+    http: http1.Client
     redis: aioredis.Redis
     trusted: list[limits.Network]
 
@@ -126,7 +125,7 @@ class Counting(ClientSide):
                     async with self.http.post(url, data=payload, headers=headers) as resp:
                         raw = await resp.read()
                         status = resp.status
-            except (TimeoutError, aiohttp.ClientError) as exc:
+            except (TimeoutError, http1.ClientError) as exc:
                 log.info("count_tokens via %s failed: %s", route["provider"], type(exc).__name__)
                 continue
             if status == 200:

@@ -11,13 +11,12 @@ import random
 import time
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from core import state
 
-from . import prices, sticky
+from . import http1, prices, sticky
 from .adapters import openai as openai_adapter
 from .breaker import Breakers
 from .errors import RelayError, scrub
@@ -67,7 +66,7 @@ def ordered_routes(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class Upstream(ClientSide, Holds):
     """The upstream side of a request (a part of :class:`relay.app.Relay`)."""
 
-    http: aiohttp.ClientSession
+    http: http1.Client
     redis: aioredis.Redis
     reporter: Reporter
     breakers: Breakers
@@ -307,7 +306,7 @@ class Upstream(ClientSide, Holds):
             raise Retryable(
                 RelayError(504, "The upstream timed out.", type="upstream_error")
             ) from None
-        except aiohttp.ClientError as exc:
+        except http1.ClientError as exc:
             if req.responded:
                 await self._cut(send, req)
                 return
@@ -352,7 +351,7 @@ class Upstream(ClientSide, Holds):
         self,
         send: Any,
         req: Request,
-        resp: aiohttp.ClientResponse,
+        resp: http1.Response,
         exchange: Exchange,
         deadline: asyncio.Timeout,
     ) -> None:
