@@ -108,6 +108,13 @@ class Event:
         )
 
 
+_PRICES = (
+    f"SELECT model_id, version, {', '.join(PriceVersion.PRICE_FIELDS)}"  # noqa: S608 - names
+    f" FROM {PriceVersion._meta.db_table}"
+    " WHERE model_id = ANY(%s::varchar[]) AND version = ANY(%s::integer[])"
+)
+
+
 def _priced(events: list[Event]) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
     """What each request is charged, and what its usage came to above its hold (unbilled).
 
@@ -117,7 +124,16 @@ def _priced(events: list[Event]) -> tuple[dict[str, Decimal], dict[str, Decimal]
     than the hold allowed never takes a balance below zero."""
     wanted = {(e.model, e.price_version) for e in events if e.price_version}
     prices: dict[tuple[str, int], Price] = {}
-    if wanted:
+    if wanted and pgbatch.available():
+        # One prepared statement: the ORM's query cost the batch about a millisecond of CPU.
+        with pgbatch.cursor() as cur:
+            found = pgbatch.fetch(
+                cur, _PRICES, [sorted({m for m, _ in wanted}), sorted({v for _, v in wanted})]
+            )
+        for model_id, version, *values in found:
+            fields = dict(zip(PriceVersion.PRICE_FIELDS, values, strict=True))
+            prices[(model_id, version)] = PriceVersion.price_of(version, fields)
+    elif wanted:
         rows = PriceVersion.objects.filter(
             model_id__in={m for m, _ in wanted}, version__in={v for _, v in wanted}
         )

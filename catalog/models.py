@@ -299,20 +299,27 @@ class PriceVersion(models.Model):
 
     def as_price(self) -> Price:
         """The pure price the relay and the worker compute costs with."""
+        fields = {name: getattr(self, name) for name in self.PRICE_FIELDS}
+        return self.price_of(self.version, fields)
+
+    @classmethod
+    def price_of(cls, version: int, fields: dict[str, Any]) -> Price:
+        """:meth:`as_price` from a row's ``PRICE_FIELDS`` read without the ORM (the usage
+        worker's batch reads them in one prepared statement)."""
         return Price(
-            version=self.version,
-            input=self.input,
-            output=self.output,
-            cached_input=self.cached_input,
-            cache_write=self.cache_write,
-            cache_write_1h=self.cache_write_1h,
-            reasoning=self.reasoning,
-            input_audio=self.input_audio,
-            output_audio=self.output_audio,
-            request=self.request,
-            image=self.image,
-            audio_second=self.audio_second,
-            tiers=tuple(Tier.from_dict(t) for t in self.tiers or ()),
+            version=version,
+            input=fields["input"],
+            output=fields["output"],
+            cached_input=fields["cached_input"],
+            cache_write=fields["cache_write"],
+            cache_write_1h=fields["cache_write_1h"],
+            reasoning=fields["reasoning"],
+            input_audio=fields["input_audio"],
+            output_audio=fields["output_audio"],
+            request=fields["request"],
+            image=fields["image"],
+            audio_second=fields["audio_second"],
+            tiers=tuple(Tier.from_dict(t) for t in fields["tiers"] or ()),
         )
 
 

