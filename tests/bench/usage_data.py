@@ -228,11 +228,21 @@ def build_dataset(
 
 
 def _price_versions() -> dict[str, int]:
-    """Each model's newest price version, one made (at GPT-4o's list prices) where it has none."""
-    from catalog.models import PriceVersion
+    """Each model's newest price version, one made (at GPT-4o's list prices) where it has none
+    (and the model and its provider, where the data set's database has no catalog)."""
+    from catalog.models import Model, PriceVersion, Provider
 
     versions = {}
-    for model, _ in HEAVY_MODELS:
+    for model, provider in HEAVY_MODELS:
+        if not Model.objects.filter(pk=model).exists():
+            upstream, _ = Provider.objects.get_or_create(
+                slug=provider,
+                defaults={
+                    "name": provider.title(),
+                    "base_url": f"https://api.{provider}.invalid/v1",
+                },
+            )
+            Model.objects.create(id=model, name=model, provider=upstream, upstream_model=model)
         newest = PriceVersion.objects.filter(model_id=model).order_by("-version").first()
         if newest is None:
             newest = PriceVersion.objects.create(
