@@ -346,6 +346,7 @@ def _record_postgresql(
     charged = sorted({e.account for e in events if costs[e.request_id] > 0})
     stale = _stale(events)
     now = timezone.now()
+    pgbatch.check_health()  # (before the transaction: a dropped connection is replaced first)
     with transaction.atomic(), pgbatch.cursor() as cur:
         # Locking accounts in id order serialises batches for one account (so its newest
         # ledger entry, read next, stays the newest until commit), and cannot deadlock.

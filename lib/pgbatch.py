@@ -46,11 +46,21 @@ def available() -> bool:
     return connection.vendor == "postgresql" and psycopg is not None
 
 
+def check_health() -> None:
+    """Django's health check, as its own cursors run it on their first use in a request or task
+    (``CONN_HEALTH_CHECKS``): a connection the database dropped since is closed, and the next
+    use opens a new one. These cursors bypass Django's, so callers run it before their
+    transaction; inside one it is left alone (closing there would break the transaction)."""
+    if not connection.in_atomic_block:
+        connection.close_if_health_check_failed()
+
+
 @contextmanager
 def cursor() -> Iterator[Any]:
     """A server-side binding cursor on Django's connection (PostgreSQL only)."""
     if not available():
         raise RuntimeError("lib.pgbatch needs PostgreSQL")
+    check_health()
     connection.ensure_connection()
     raw = connection.connection
     if raw.prepare_threshold is None:
