@@ -85,9 +85,6 @@ class Headers:
                 return value.decode("latin-1")
         return default
 
-    def items(self) -> list[tuple[str, str]]:
-        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw]
-
 
 class _Origin:
     """Where a URL's requests go: the pool's key, how to connect, the Host header."""
@@ -145,12 +142,6 @@ class _Connection(asyncio.Protocol):
                 response.finish()  # a body without a length ends when the connection does
             else:
                 response.fail(ServerDisconnected("The upstream closed the connection."))
-
-    def pause_writing(self) -> None:  # the body is written at once; the transport buffers it
-        pass
-
-    def resume_writing(self) -> None:
-        pass
 
     # ---- httptools' callbacks --------------------------------------------------------------
 
