@@ -263,7 +263,6 @@ _COLUMNS = (
     *UsageEvent.RESULT,
     "started_at",
     "ledger_entry_id",
-    "recorded_at",
 )
 
 _counts = operator.attrgetter(*UsageEvent.COUNTS)
@@ -281,14 +280,14 @@ _TYPES = {
     "streamed": "boolean",
     "byok": "boolean",
     "started_at": "timestamptz",
-    "recorded_at": "timestamptz",
 }
 _ARRAYS = [f"%s::{_TYPES.get(column, 'bigint')}[]" for column in _COLUMNS]
 # The new events: the unique (request_id, started_at) constraint decides what is new, and
-# RETURNING says which rows went in; only those are debited, rolled up and counted.
+# RETURNING says which rows went in; only those are debited, rolled up and counted. The batch's
+# one recording time goes once (the first parameter), not as a column of copies.
 _INSERT = (
-    f"INSERT INTO billing_usageevent ({', '.join(_COLUMNS)})"  # noqa: S608 (constant names)
-    f" SELECT * FROM unnest({', '.join(_ARRAYS)})"
+    f"INSERT INTO billing_usageevent ({', '.join(_COLUMNS)}, recorded_at)"  # noqa: S608 (names)
+    f" SELECT *, %s::timestamptz FROM unnest({', '.join(_ARRAYS)})"
     " ON CONFLICT (request_id, started_at) DO NOTHING RETURNING request_id"
 )
 _LEDGER = (
@@ -310,7 +309,6 @@ def _row(
     unbilled: Decimal,
     key_known: bool,
     ledger_entry: int | None,
-    now: datetime,
 ) -> tuple[Any, ...]:
     """An event's row, in the order of ``_COLUMNS`` (an unknown key is recorded as none)."""
     return (
@@ -328,7 +326,6 @@ def _row(
         e.ttfb_ms,
         e.started_at,
         ledger_entry if amount > 0 else None,
-        now,
     )
 
 
@@ -368,13 +365,17 @@ def _record_postgresql(
                 unbilled[e.request_id],
                 e.key in known_keys,
                 ids[e.account],
-                now,
             )
             for e in events
             if e.account in ids and e.request_id not in refused
         ]
         inserted = (
-            {rid for (rid,) in pgbatch.fetch(cur, _INSERT, pgbatch.columns(rows, len(_COLUMNS)))}
+            {
+                rid
+                for (rid,) in pgbatch.fetch(
+                    cur, _INSERT, [now, *pgbatch.columns(rows, len(_COLUMNS))]
+                )
+            }
             if rows
             else set()
         )
@@ -487,11 +488,11 @@ def _record_portable(
                                 unbilled[e.request_id],
                                 e.key in known_keys,
                                 entries[e.account].pk if e.account in entries else None,
-                                now,
                             ),
                             strict=True,
                         )
-                    )
+                    ),
+                    recorded_at=now,
                 )
                 for e in fresh
             ]

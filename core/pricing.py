@@ -47,6 +47,7 @@ NANO = Decimal("0.000000001")
 NANOS_PER_USD = 1_000_000_000
 PER = Decimal(1_000_000)
 HUNDRED = Decimal(100)
+ZERO = Decimal(0)
 
 # The per-token prices, in the order Rates keeps them.
 TOKEN_PRICES = (
@@ -271,6 +272,61 @@ class Line:
     amount: Decimal
 
 
+def _terms(
+    price: Price,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int,
+    cache_write_tokens: int,
+    cache_write_1h_tokens: int,
+    reasoning_tokens: int,
+    input_audio_tokens: int,
+    output_audio_tokens: int,
+    images: int,
+    audio_ms: int,
+    requests: int,
+) -> list[tuple[str, int, Decimal, Decimal]]:
+    """(kind, quantity, rate, exact amount) of each price type the request used: what
+    :func:`lines` lists and :func:`cost` sums (as plain tuples: a cost is on every request of
+    the relay and the worker, and building a ``Line`` each was a third of its time)."""
+    if min(images, audio_ms, requests) < 0:
+        raise ValueError("counts cannot be negative")
+    parts = split(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
+        cache_write_tokens=cache_write_tokens,
+        cache_write_1h_tokens=cache_write_1h_tokens,
+        reasoning_tokens=reasoning_tokens,
+        input_audio_tokens=input_audio_tokens,
+        output_audio_tokens=output_audio_tokens,
+    )
+    rates = price.rates(price.tier(prompt_tokens))
+    out = [
+        (kind, count, rate, count * rate / PER)
+        for kind, count, rate in (
+            ("input", parts.uncached, rates.input),
+            ("cached_input", parts.cached, rates.cached_input),
+            ("cache_write", parts.cache_write, rates.cache_write),
+            ("cache_write_1h", parts.cache_write_1h, rates.cache_write_1h),
+            ("input_audio", parts.input_audio, rates.input_audio),
+            ("output", parts.output, rates.output),
+            ("reasoning", parts.reasoning, rates.reasoning),
+            ("output_audio", parts.output_audio, rates.output_audio),
+        )
+        if count
+    ]
+    if requests and price.request:
+        out.append(("request", requests, price.request, requests * price.request))
+    if images:
+        out.append(("image", images, price.image, images * price.image))
+    if audio_ms:
+        out.append(
+            ("audio_second", audio_ms, price.audio_second, audio_ms * price.audio_second / 1000)
+        )
+    return out
+
+
 def lines(
     price: Price,
     *,
@@ -288,42 +344,23 @@ def lines(
 ) -> list[Line]:
     """What each price type charges, exact: :func:`cost` is their sum rounded once. Only the
     types the request used are listed (a per-request price only where the model has one)."""
-    if min(images, audio_ms, requests) < 0:
-        raise ValueError("counts cannot be negative")
-    parts = split(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        cached_tokens=cached_tokens,
-        cache_write_tokens=cache_write_tokens,
-        cache_write_1h_tokens=cache_write_1h_tokens,
-        reasoning_tokens=reasoning_tokens,
-        input_audio_tokens=input_audio_tokens,
-        output_audio_tokens=output_audio_tokens,
-    )
-    rates = price.rates(price.tier(prompt_tokens))
-    out = [
-        Line(kind, count, rate, count * rate / PER)
-        for kind, count, rate in (
-            ("input", parts.uncached, rates.input),
-            ("cached_input", parts.cached, rates.cached_input),
-            ("cache_write", parts.cache_write, rates.cache_write),
-            ("cache_write_1h", parts.cache_write_1h, rates.cache_write_1h),
-            ("input_audio", parts.input_audio, rates.input_audio),
-            ("output", parts.output, rates.output),
-            ("reasoning", parts.reasoning, rates.reasoning),
-            ("output_audio", parts.output_audio, rates.output_audio),
+    return [
+        Line(*term)
+        for term in _terms(
+            price,
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+            cache_write_tokens,
+            cache_write_1h_tokens,
+            reasoning_tokens,
+            input_audio_tokens,
+            output_audio_tokens,
+            images,
+            audio_ms,
+            requests,
         )
-        if count
     ]
-    if requests and price.request:
-        out.append(Line("request", requests, price.request, requests * price.request))
-    if images:
-        out.append(Line("image", images, price.image, images * price.image))
-    if audio_ms:
-        out.append(
-            Line("audio_second", audio_ms, price.audio_second, audio_ms * price.audio_second / 1000)
-        )
-    return out
 
 
 def cost(
@@ -345,28 +382,24 @@ def cost(
     """USD, exact, rounded up to the nano-dollar (see the module docstring for the counts): the
     sum of :func:`lines`, so the two can never disagree. ``percent``: the share of the list
     price charged (a BYOK request's fee; 100, the price itself)."""
-    if not Decimal(0) <= percent <= HUNDRED:
+    if not ZERO <= percent <= HUNDRED:
         raise ValueError("percent must be between 0 and 100")
-    total = sum(
-        (
-            line.amount
-            for line in lines(
-                price,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                cached_tokens=cached_tokens,
-                cache_write_tokens=cache_write_tokens,
-                cache_write_1h_tokens=cache_write_1h_tokens,
-                reasoning_tokens=reasoning_tokens,
-                input_audio_tokens=input_audio_tokens,
-                output_audio_tokens=output_audio_tokens,
-                images=images,
-                audio_ms=audio_ms,
-                requests=requests,
-            )
-        ),
-        Decimal(0),
-    )
+    total = ZERO
+    for term in _terms(
+        price,
+        prompt_tokens,
+        completion_tokens,
+        cached_tokens,
+        cache_write_tokens,
+        cache_write_1h_tokens,
+        reasoning_tokens,
+        input_audio_tokens,
+        output_audio_tokens,
+        images,
+        audio_ms,
+        requests,
+    ):
+        total += term[3]
     if percent != HUNDRED:
         total = total * percent / HUNDRED
     return total.quantize(NANO, rounding=ROUND_CEILING)

@@ -270,6 +270,30 @@ end
 return 1
 """
 
+# POST for many accounts in one call, where every key lives on one server (not on a Redis
+# Cluster, whose scripts may touch one slot only: there each account's goes on its own).
+# KEYS: account, unposted of each account in turn. ARGV: for each account in the same order,
+# its ledger seq, balance in nanos, how many request ids follow, and those ids.
+POST_MANY = """
+local a = 1
+for k = 1, #KEYS, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[k], 'seq') or '-1')
+  if tonumber(ARGV[a]) > cur then
+    redis.call('HSET', KEYS[k], 'seq', ARGV[a], 'posted', ARGV[a + 1])
+  end
+  local n = tonumber(ARGV[a + 2])
+  for i = a + 3, a + 2 + n do
+    local v = redis.call('HGET', KEYS[k + 1], ARGV[i])
+    if v then
+      redis.call('HDEL', KEYS[k + 1], ARGV[i])
+      redis.call('HINCRBY', KEYS[k], 'unposted', -tonumber(v))
+    end
+  end
+  a = a + 3 + n
+end
+return 1
+"""
+
 
 def cap_keys_of_hold(value: str) -> tuple[str | None, str | None]:
     """The key cap and member cap keys a hold charged, from its stored value

@@ -98,6 +98,41 @@ def test_text_columns_read_back_as_sent() -> None:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
+    "sent",
+    [
+        ["mistral-large-2", "mistral", "", "NULL", "a,b", "{x}", " padded ", "été"],  # one join
+        ["only"],
+        ["ok", 'say "hi"'],  # quoted element by element
+        ["ok", "back\\slash"],
+    ],
+)
+def test_texts_that_need_no_escaping_read_back_as_sent(sent: list[str]) -> None:
+    """A column of plain texts goes as one join (``pgbatch._texts``); one needing an escape
+    falls back to quoting each element. Either way each element comes back as sent."""
+    with pgbatch.cursor() as cur:
+        (got,) = pgbatch.fetch(cur, "SELECT %s::varchar[]", [pgbatch.array(sent)])[0]
+    assert got == sent
+
+
+def test_a_text_holding_the_join_separator_is_never_split() -> None:
+    """The one-join path separates elements with a NUL: a text that holds one falls back to
+    quoting each element, so it can never become two elements and shift the other columns
+    (PostgreSQL then refuses the NUL itself)."""
+    literal = pgbatch.array(["a\x00b", "c"])
+    assert literal == '{"a\x00b","c"}'
+
+
+@pytest.mark.django_db
+def test_a_column_of_repeated_times_reads_back_as_sent() -> None:
+    """A column of few distinct times (a rollup's hours) spells each once: same values back."""
+    hours = [datetime(2026, 3, 29, h % 3, tzinfo=UTC) for h in range(10)] + [None]
+    with pgbatch.cursor() as cur:
+        (got,) = pgbatch.fetch(cur, "SELECT %s::timestamptz[]", [pgbatch.array(hours)])[0]
+    assert got == hours
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
     ("cast", "sent"),
     [
         ("boolean", [True, None, False]),
