@@ -45,6 +45,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, TruncDate
 
 from accounts.models import Account
+from lib import pgbatch
 
 from .models import DailyUsage, HourlyUsage
 from .rollups import hour_of, local_day_hours
@@ -217,10 +218,15 @@ def _grouped(
 def _at_hours(queryset: QuerySet[Any], hours: list[datetime]) -> QuerySet[Any]:
     """The hourly rows of ``hours``. On PostgreSQL as one array parameter: Django prepares each
     value of an ``__in`` list on its own, some 30 µs apiece, and a 90-day page in Tokyo names
-    819 hours."""
+    819 hours. The array goes as one literal (``lib.pgbatch.array``), which psycopg would
+    otherwise build element by element."""
     if connections[queryset.db].vendor != "postgresql":
         return queryset.filter(hour__in=hours)
-    at = RawSQL('"billing_hourlyusage"."hour" = ANY(%s)', (hours,), output_field=BooleanField())
+    at = RawSQL(
+        '"billing_hourlyusage"."hour" = ANY(%s::timestamptz[])',
+        (pgbatch.array(hours),),
+        output_field=BooleanField(),
+    )
     return queryset.alias(at_hours=at).filter(at_hours=True)
 
 

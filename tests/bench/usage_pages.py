@@ -102,6 +102,7 @@ def main() -> int:
     setup_test_environment()
     settings.DEBUG = False
     heavy = User.objects.get(email="heavy@example.com")
+    usage_data.settle()
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT (SELECT count(*) FROM billing_usageevent),"
