@@ -217,6 +217,26 @@ def test_the_corrections_read_the_hourly_rows_from_the_unique_index_alone() -> N
     assert {*activity.FIGURES, *activity.DIMENSIONS.values()} <= columns
 
 
+@pytest.mark.django_db
+def test_every_hourly_upsert_writes_two_indexes_and_the_key_stays_a_foreign_key() -> None:
+    """An hourly upsert is never a HOT update (the unique index carries the figures), so it
+    writes every index of the table: migration billing 0009 leaves two, the primary key and
+    the unique index, and keeps the constraint that ``key_id`` names a key."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index"
+            " WHERE indrelid = 'billing_hourlyusage'::regclass"
+        )
+        indexes = {name for (name,) in cursor.fetchall()}
+        cursor.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'billing_hourlyusage'::regclass AND contype = 'f'"
+        )
+        foreign = {definition for (definition,) in cursor.fetchall()}
+    assert indexes == {"billing_hourlyusage_pkey", "hourly_usage_unique"}
+    assert any(d.startswith("FOREIGN KEY (key_id) REFERENCES keys_apikey(id)") for d in foreign)
+
+
 def test_a_local_day_in_new_york_and_kolkata_is_cut_where_the_docs_say() -> None:
     """Day boundaries: New York's midnight (05:00 UTC in winter, 04:00 in summer); Kolkata's
     (18:30 UTC) whose straddling hour counts in the day in which it starts."""
