@@ -1,5 +1,6 @@
 """The usage rollups: hourly and daily sums of the usage events, written by ``usage.record_batch``
-in the same transaction as the events (one multi-row upsert per table and batch), and the rule
+in the same transaction as the events (one multi-row upsert per table and batch; on PostgreSQL
+part of the very statement that inserts the events), and the rule
 by which pages turn UTC hours into days of the reader's time zone.
 
 Days in a time zone. ``HourlyUsage`` buckets are UTC hours. A page shows a local day D as the
@@ -25,8 +26,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection
-
-from lib import pgbatch
 
 from .models import UsageEvent
 
@@ -119,19 +118,6 @@ def _upsert_sql(table: str, bucket: str, values: str) -> str:
     )
 
 
-# PostgreSQL: the rows as one array per column, unnested, so the statement has the same
-# shape (and 23 parameters) whatever the batch: a VALUES list of thousands of placeholders
-# cost more to compose and parse than to run.
-_ARRAYS = ", ".join(
-    [
-        "%s::bigint[]",
-        "%s::{bucket}[]",
-        "%s::bigint[]",
-        "%s::varchar[]",
-        "%s::varchar[]",
-        *("%s::numeric[]" if name == "cost" else "%s::bigint[]" for name in FIGURES),
-    ]
-)
 _WIDTH = 2 + len(DIMENSIONS) + len(FIGURES)
 
 
@@ -146,41 +132,18 @@ def _rows(slots: dict[Slot, list[Any]], adapt: Any) -> list[list[Any]]:
     ]
 
 
-_SQL = {
-    (table, bucket): _upsert_sql(
-        table,
-        bucket,
-        f"SELECT * FROM unnest({_ARRAYS.format(bucket=kind)})",  # noqa: S608
-    )
-    for table, bucket, kind in (
-        ("billing_hourlyusage", "hour", "timestamptz"),
-        ("billing_dailyusage", "day", "date"),
-    )
-}
-
-
 def _write(cursor: Any, table: str, bucket: str, kind: str, rows: list[list[Any]]) -> None:
     values = "VALUES (" + ", ".join(["%s"] * _WIDTH) + ")"
     cursor.executemany(_upsert_sql(table, bucket, values), rows)
 
 
 def add(hourly: dict[Slot, list[Any]], daily: dict[Slot, list[Any]]) -> None:
-    """Adds the sums to the rollup rows: one statement per table for the whole batch (each slot
-    once, as one statement may not update a row twice). Runs in the caller's transaction, under
-    the accounts' row locks, so an account's rows are never written by two batches at once.
-    On PostgreSQL each is a prepared statement with binary arrays (``lib.pgbatch``)."""
+    """Adds the sums to the rollup rows (SQLite, in ``make run``; on PostgreSQL the recording
+    statement sums and upserts them itself, ``upserts_from``): one statement per table for the
+    whole batch (each slot once, as one statement may not update a row twice). Runs in the
+    caller's transaction, under the accounts' row locks, so an account's rows are never
+    written by two batches at once."""
     if not hourly:
-        return
-    if pgbatch.available():
-        identity = lambda value: value  # noqa: E731
-        with pgbatch.cursor() as cur:
-            for (table, bucket), slots in (
-                (("billing_hourlyusage", "hour"), hourly),
-                (("billing_dailyusage", "day"), daily),
-            ):
-                pgbatch.execute(
-                    cur, _SQL[(table, bucket)], pgbatch.columns(_rows(slots, identity), _WIDTH)
-                )
         return
     ops = connection.ops
     with connection.cursor() as cursor:
@@ -194,6 +157,60 @@ def add(hourly: dict[Slot, list[Any]], daily: dict[Slot, list[Any]]) -> None:
         _write(cursor, "billing_dailyusage", "day", "date", _rows(daily, ops.adapt_datefield_value))
 
 
+# The figures of ``FIGURES`` summed over usage event rows, as SQL (what ``figures_of`` and
+# ``group`` compute in Python), and the UTC hour and day of an event's ``started_at``.
+_METRICS = (
+    "COUNT(*), SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END),"
+    " SUM(CASE WHEN streamed THEN 1 ELSE 0 END), SUM(CASE WHEN estimated THEN 1 ELSE 0 END),"
+    " SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),"
+    " SUM(cache_write_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens),"
+    " SUM(input_audio_tokens), SUM(output_audio_tokens), SUM(images), SUM(audio_ms),"
+    " SUM(cost), SUM(duration_ms), COALESCE(SUM(ttfb_ms), 0), COUNT(ttfb_ms),"
+    " SUM(CASE WHEN byok THEN 1 ELSE 0 END)"
+)
+_HOUR = "date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+_DAY = "(started_at AT TIME ZONE 'UTC')::date"
+# The usage event columns those read.
+EVENT_COLUMNS = (
+    "account_id",
+    "started_at",
+    "key_id",
+    "model_id",
+    "provider",
+    "status",
+    "streamed",
+    "estimated",
+    *UsageEvent.COUNTS,
+    "cost",
+    "duration_ms",
+    "ttfb_ms",
+    "byok",
+)
+
+
+def upserts_from(events: str) -> list[str]:
+    """PostgreSQL: the hourly and the daily upsert of the usage event rows of relation
+    ``events`` (the recording statement's rows as it inserts them, a ``WITH`` query holding
+    ``EVENT_COLUMNS``), summed in the database by slot, so each slot once, in one order.
+    The same sums as ``figures_of`` and ``group`` (SQLite's way); tests/test_usage_rollups.py
+    holds the rows written this way to the raw events, figure by figure."""
+    out = []
+    for table, bucket, expression in (
+        ("billing_hourlyusage", "hour", _HOUR),
+        ("billing_dailyusage", "day", _DAY),
+    ):
+        slot = f"account_id, {expression}, key_id, model_id, provider"
+        out.append(
+            _upsert_sql(
+                table,
+                bucket,
+                f"SELECT {slot}, {_METRICS} FROM {events} GROUP BY {slot}"  # noqa: S608
+                f" ORDER BY account_id, 2, COALESCE(key_id, 0), model_id, provider",
+            )
+        )
+    return out
+
+
 def rebuild(account_ids: Sequence[int] | None = None) -> None:
     """The rollups of the given accounts (or all) summed again from their raw events, in SQL
     (PostgreSQL): for a bulk load (the usage benchmark) or a repair. Raw events that retention
@@ -202,17 +219,7 @@ def rebuild(account_ids: Sequence[int] | None = None) -> None:
     where = "WHERE account_id = ANY(%s)" if account_ids is not None else ""
     params = [list(account_ids)] if account_ids is not None else []
     columns = ", ".join(FIGURES)
-    hour = "date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
-    day = "(hour AT TIME ZONE 'UTC')::date"
-    metrics = (
-        "COUNT(*), SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN streamed THEN 1 ELSE 0 END), SUM(CASE WHEN estimated THEN 1 ELSE 0 END),"
-        " SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),"
-        " SUM(cache_write_tokens), SUM(cache_write_1h_tokens), SUM(reasoning_tokens),"
-        " SUM(input_audio_tokens), SUM(output_audio_tokens), SUM(images), SUM(audio_ms),"
-        " SUM(cost), SUM(duration_ms), COALESCE(SUM(ttfb_ms), 0), COUNT(ttfb_ms),"
-        " SUM(CASE WHEN byok THEN 1 ELSE 0 END)"
-    )
+    hour, day, metrics = _HOUR, "(hour AT TIME ZONE 'UTC')::date", _METRICS
     sums = ", ".join(f"SUM({name})" for name in FIGURES)
     with connection.cursor() as cursor:
         cursor.execute(f"DELETE FROM billing_dailyusage {where}", params)  # noqa: S608

@@ -283,12 +283,19 @@ _TYPES = {
 }
 _ARRAYS = [f"%s::{_TYPES.get(column, 'bigint')}[]" for column in _COLUMNS]
 # The new events: the unique (request_id, started_at) constraint decides what is new, and
-# RETURNING says which rows went in; only those are debited, rolled up and counted. The batch's
-# one recording time goes once (the first parameter), not as a column of copies.
+# RETURNING says which rows went in; only those are debited, rolled up and counted. The same
+# statement adds them to the hourly and daily rollups, summed in the database from the rows
+# it inserted (billing.rollups.upserts_from): nothing to group in Python, nothing sent twice.
+# The batch's one recording time goes once (the first parameter), not as a column of copies.
+_HOURLY, _DAILY = rollups.upserts_from("fresh")
 _INSERT = (
-    f"INSERT INTO billing_usageevent ({', '.join(_COLUMNS)}, recorded_at)"  # noqa: S608 (names)
+    "WITH fresh AS ("  # noqa: S608 (constant names)
+    f"INSERT INTO billing_usageevent ({', '.join(_COLUMNS)}, recorded_at)"
     f" SELECT *, %s::timestamptz FROM unnest({', '.join(_ARRAYS)})"
-    " ON CONFLICT (request_id, started_at) DO NOTHING RETURNING request_id"
+    " ON CONFLICT (request_id, started_at) DO NOTHING"
+    f" RETURNING request_id, {', '.join(rollups.EVENT_COLUMNS)}),"
+    f" hourly AS ({_HOURLY}), daily AS ({_DAILY})"
+    " SELECT request_id FROM fresh"
 )
 _LEDGER = (
     "INSERT INTO billing_ledgerentry"
@@ -411,7 +418,6 @@ def _record_postgresql(
             postings.append(sync.Posting(account_id, seq, balance, by_account[account_id]))
         if entries:
             pgbatch.execute(cur, _LEDGER, pgbatch.columns(entries, 9))
-        _rollup(fresh, costs, known_keys)
         _touch_keys(fresh)
         # Events not recorded now don't count in the routes' figures either (nor twice if
         # resent); failed requests have no row and always count.

@@ -324,7 +324,7 @@ def test_statements_are_prepared_once_per_connection(make_user: Any) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
-            ["INSERT INTO billing_usageevent%"],
+            ["WITH fresh AS (INSERT INTO billing_usageevent%"],
         )
         (prepared,) = cursor.fetchone()
     assert prepared == 1
