@@ -334,4 +334,4 @@ def test_recorded_usage_rows_hold_exactly_what_the_events_said(alice: Any, catal
     assert (second.cost, second.status, second.ttfb_ms) == (Decimal(0), "error", None)
     assert ledger.balance(alice.account) == Decimal("10") - Decimal("0.000123456")
     columns = {f.column for f in UsageEvent._meta.concrete_fields} - {"id"}
-    assert set(usage._COLUMNS) == columns
+    assert {*usage._COLUMNS, "recorded_at"} == columns  # (recorded_at: one parameter a batch)

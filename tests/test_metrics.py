@@ -77,8 +77,11 @@ def test_relay_metrics_count_known_traffic(own_relay: RelayProcess, alice_key: s
     )
     assert chunks
 
-    samples = scrape(own_relay)
     requests = "tp_relay_requests_total"
+    # A request is counted as the relay lets it go: a stream's after its last chunk is written
+    # and settled, which may be a moment after the client has read that chunk.
+    wait_until(lambda: total(scrape(own_relay), requests) >= 5)
+    samples = scrape(own_relay)
     assert total(samples, requests, model=MODEL, status="200") == 4  # 3 plain, 1 stream
     assert total(samples, requests, model=MODEL, status="502") == 1
     assert total(samples, requests) == 5
