@@ -18,10 +18,10 @@ def post(
 ) -> None:
     """Write ``balance`` at ledger ``seq`` unless Redis already has a newer one, and forget the
     unposted costs of requests now in the ledger. Repeating it is harmless."""
-    nanos = to_nanos(balance or Decimal(0))
-    script(state.POST)(
+    ids = list(request_ids)
+    script(state.POST_MANY)(
         keys=[state.account(account_id), state.account_unposted(account_id)],
-        args=[seq, nanos, *request_ids],
+        args=[seq, to_nanos(balance or Decimal(0)), len(ids), *ids],
     )
 
 

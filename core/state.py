@@ -252,26 +252,10 @@ return 1
 """
 )
 
-# KEYS: account, unposted. ARGV: ledger seq, ledger balance in nanos, request ids recorded.
-# Writes the balance unless a newer one is there, and forgets the recorded requests' unposted
-# costs (they are in the ledger now). Safe to repeat for a redelivered batch.
-POST = """
-local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
-if tonumber(ARGV[1]) > cur then
-  redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'posted', ARGV[2])
-end
-for i = 3, #ARGV do
-  local v = redis.call('HGET', KEYS[2], ARGV[i])
-  if v then
-    redis.call('HDEL', KEYS[2], ARGV[i])
-    redis.call('HINCRBY', KEYS[1], 'unposted', -tonumber(v))
-  end
-end
-return 1
-"""
-
-# POST for many accounts in one call, where every key lives on one server (not on a Redis
-# Cluster, whose scripts may touch one slot only: there each account's goes on its own).
+# Posts the ledger's figures for one or more accounts. For each: writes the balance unless a
+# newer one is there, and forgets the recorded requests' unposted costs (they are in the ledger
+# now). Safe to repeat for a redelivered batch. Called with one account's keys (one slot, as a
+# Redis Cluster requires) or, where Redis is one server, with a whole batch's accounts.
 # KEYS: account, unposted of each account in turn. ARGV: for each account in the same order,
 # its ledger seq, balance in nanos, how many request ids follow, and those ids.
 POST_MANY = """
