@@ -283,9 +283,12 @@ def _price_versions() -> dict[str, int]:
     return versions
 
 
-def measure_recording(count: int, *, seed: int = 2, share: float = HEAVY_SHARE) -> float:
-    """Events per second through ``record_batch`` (batches of 200, one process); ``share`` of
-    the events are the heavy account's, the others spread over the small accounts."""
+def measure_recording(
+    count: int, *, seed: int = 2, share: float = HEAVY_SHARE, batch_size: int = BATCH
+) -> float:
+    """Events per second through ``record_batch`` (batches of ``batch_size``, one process);
+    ``share`` of the events are the heavy account's, the others spread over the small
+    accounts."""
     from accounts.models import Account
     from billing import ledger, usage
     from keys.models import ApiKey
@@ -301,9 +304,9 @@ def measure_recording(count: int, *, seed: int = 2, share: float = HEAVY_SHARE) 
     versions = _price_versions()
     now = time.time()
     batches = []
-    for b in range(0, count, BATCH):
+    for b in range(0, count, batch_size):
         batch = []
-        for i in range(b, min(count, b + BATCH)):
+        for i in range(b, min(count, b + batch_size)):
             (
                 account, key, model, provider, prompt, completion, cached, reasoning, cost,
                 estimated, status, streamed, duration, ttfb,
@@ -349,6 +352,9 @@ def main() -> int:
     parser.add_argument("--record", type=int, default=50_000, help="events recorded, timed")
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help="events a recorded batch (the relay's batch_size)"
+    )
     parser.add_argument(
         "--runs", type=int, default=1, help="recording measurements per mix (prints the median)"
     )
@@ -418,7 +424,11 @@ def main() -> int:
             rates = []
             for run in range(max(1, args.runs)):
                 # Each run records fresh events (its own seed), of the same mix.
-                rates.append(measure_recording(args.record, seed=seed + 100 * run, share=share))
+                rates.append(
+                    measure_recording(
+                        args.record, seed=seed + 100 * run, share=share, batch_size=args.batch
+                    )
+                )
                 if args.runs > 1:
                     print(f"  run {run + 1}/{args.runs}, {label}: {rates[-1]:,.0f} events/s")
             rate = statistics.median(rates)
@@ -426,7 +436,7 @@ def main() -> int:
             print(
                 f"recording, {label}: {rate:,.0f} events/s{' (median)' if len(rates) > 1 else ''}"
                 f" through record_batch (batches of "
-                f"{BATCH}, ledger and rollups included, one process) -> {verdict} "
+                f"{args.batch}, ledger and rollups included, one process) -> {verdict} "
                 f"(target {RECORD_TARGET:,.0f}/s)"
             )
         print(f"total {time.perf_counter() - began:.1f} s")
