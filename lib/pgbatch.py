@@ -71,6 +71,20 @@ def cursor() -> Iterator[Any]:
         yield cur
 
 
+@contextmanager
+def pipeline() -> Iterator[None]:
+    """The statements run in the block (on any of these cursors) go to the server without
+    waiting for each other (psycopg's pipeline mode): the block costs one round trip, at its
+    end, which is also where any of them raises its error. Only for statements whose results
+    the block does not read: ``execute``'s count of rows is unknown there."""
+    if not available():
+        raise RuntimeError("lib.pgbatch needs PostgreSQL")
+    check_health()
+    connection.ensure_connection()
+    with connection.connection.pipeline():
+        yield
+
+
 def _literal(value: Any) -> str:
     if value is None:
         return "NULL"

@@ -18,8 +18,9 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.db.models import Sum
 
 from billing import usage
@@ -148,6 +149,25 @@ def test_other_columns_read_back_as_sent(cast: str, sent: list[Any]) -> None:
     with pgbatch.cursor() as cur:
         (got,) = pgbatch.fetch(cur, f"SELECT %s::{cast}[]", [pgbatch.array(sent)])[0]
     assert got == sent
+
+
+def test_a_pipelined_statement_that_fails_rolls_the_transaction_back() -> None:
+    """Statements in ``pgbatch.pipeline()`` are sent without waiting for each other: the error
+    of one surfaces at the block's end, and the transaction around it (a batch's) is undone,
+    the statements that ran before it included. The connection serves the next one."""
+    insert = (
+        "INSERT INTO catalog_routehour (model_id, provider, hour, requests, errors,"
+        " upstream_errors, ttfb, tps) VALUES (%s, 'p', now(), 1, 0, 0, '[]', '[]')"
+    )
+    with pytest.raises(psycopg.errors.DivisionByZero), transaction.atomic():
+        with pgbatch.cursor() as cur, pgbatch.pipeline():
+            pgbatch.execute(cur, insert, ["pipelined"])
+            pgbatch.execute(cur, "SELECT 1 / %s::integer", [0])
+    assert not RouteHour.objects.filter(model_id="pipelined").exists()
+    with transaction.atomic(), pgbatch.cursor() as cur, pgbatch.pipeline():
+        pgbatch.execute(cur, insert, ["pipelined"])
+        pgbatch.execute(cur, insert, ["pipelined too"])
+    assert RouteHour.objects.filter(model_id__startswith="pipelined").count() == 2
 
 
 def test_duplicates_and_redeliveries_count_once(make_user: Any) -> None:
