@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import operator
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -115,30 +116,38 @@ _PRICES = (
 )
 
 
-def _priced(events: list[Event]) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+def _wanted(events: list[Event]) -> tuple[list[str], list[int]]:
+    """The models and price versions the batch's events were charged at (``_PRICES``)."""
+    wanted = {(e.model, e.price_version) for e in events if e.price_version}
+    return sorted({m for m, _ in wanted}), sorted({v for _, v in wanted})
+
+
+def _prices_of(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[str, int], Price]:
+    """``_PRICES``'s rows, by (model, version)."""
+    prices: dict[tuple[str, int], Price] = {}
+    for model_id, version, *values in rows:
+        fields = dict(zip(PriceVersion.PRICE_FIELDS, values, strict=True))
+        prices[(model_id, version)] = PriceVersion.price_of(version, fields)
+    return prices
+
+
+def _prices_orm(events: list[Event]) -> dict[tuple[str, int], Price]:
+    models_, versions = _wanted(events)
+    if not models_:
+        return {}
+    rows = PriceVersion.objects.filter(model_id__in=models_, version__in=versions)
+    return {(row.model_id, row.version): row.as_price() for row in rows}
+
+
+def _priced(
+    events: list[Event], prices: dict[tuple[str, int], Price]
+) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
     """What each request is charged, and what its usage came to above its hold (unbilled).
 
     The worker computes each cost again with the same function from the price version the
-    relay charged at (the relay's figure is kept only if that version is unknown here), and
-    charges at most the request's hold, as the relay settled it: an upstream that reports more
-    than the hold allowed never takes a balance below zero."""
-    wanted = {(e.model, e.price_version) for e in events if e.price_version}
-    prices: dict[tuple[str, int], Price] = {}
-    if wanted and pgbatch.available():
-        # One prepared statement: the ORM's query cost the batch about a millisecond of CPU.
-        with pgbatch.cursor() as cur:
-            found = pgbatch.fetch(
-                cur, _PRICES, [sorted({m for m, _ in wanted}), sorted({v for _, v in wanted})]
-            )
-        for model_id, version, *values in found:
-            fields = dict(zip(PriceVersion.PRICE_FIELDS, values, strict=True))
-            prices[(model_id, version)] = PriceVersion.price_of(version, fields)
-    elif wanted:
-        rows = PriceVersion.objects.filter(
-            model_id__in={m for m, _ in wanted}, version__in={v for _, v in wanted}
-        )
-        for row in rows:
-            prices[(row.model_id, row.version)] = row.as_price()
+    relay charged at (``prices``: the relay's figure is kept only if that version is unknown
+    here), and charges at most the request's hold, as the relay settled it: an upstream that
+    reports more than the hold allowed never takes a balance below zero."""
     charged: dict[str, Decimal] = {}
     unbilled: dict[str, Decimal] = {}
     for e in events:
@@ -202,9 +211,8 @@ def record_batch(raw_events: list[dict[str, Any]]) -> int:
         if e.request_id not in unique:
             unique[e.request_id] = e
             by_account[e.account].append(e.request_id)
-    costs, unbilled = _priced(list(unique.values()))
     record = _record_postgresql if pgbatch.available() else _record_portable
-    created = record(list(unique.values()), by_account, costs, unbilled, raw_events, failed)
+    created = record(list(unique.values()), by_account, raw_events, failed)
     if created:
         signals.debited.send(sender=UsageEvent, account_ids=list(by_account))
     return created
@@ -237,16 +245,17 @@ def _log_missing(by_account: dict[int, list[str]], locked: set[int]) -> set[str]
 # ---- PostgreSQL: a few prepared statements for the whole batch (lib.pgbatch) ----------------
 
 # The accounts' row locks, in id order, and a ledger entry id drawn ahead for each account
-# that the batch may debit (its events' rows name their debit, inserted after them in the same
-# transaction; an id drawn for an account whose events all turn out recorded before is left
+# (its events' rows name their debit, inserted after them in the same transaction; an id drawn
+# for an account that the batch does not debit, its events free or recorded before, is left
 # unused: a gap in the ids, which nothing reads).
 _LOCK = (
-    "SELECT id, CASE WHEN id = ANY(%s::bigint[]) THEN nextval((SELECT"
-    " pg_get_serial_sequence('billing_ledgerentry', 'id'))::regclass) END"
+    "SELECT id, nextval((SELECT pg_get_serial_sequence('billing_ledgerentry', 'id'))::regclass)"
     " FROM accounts_account WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE"
 )
-# Each account's newest entry, read under its lock (one index probe per account), and in the
-# same round trip which of the batch's keys exist (rows of a key: false and no seq).
+# Each account's newest entry, read under its lock (one index probe per account; sent right
+# after _LOCK, it starts once the locks are held, and on READ COMMITTED each statement sees
+# what was committed when it started), and which of the batch's keys exist (rows of a key:
+# false and no seq). An account that does not exist has no row.
 _LAST = (
     "SELECT true, a.id, l.seq, l.balance_after FROM unnest(%s::bigint[]) AS a(id)"
     " CROSS JOIN LATERAL (SELECT seq, balance_after FROM billing_ledgerentry e"
@@ -339,26 +348,36 @@ def _row(
 def _record_postgresql(
     events: list[Event],
     by_account: dict[int, list[str]],
-    costs: dict[str, Decimal],
-    unbilled: dict[str, Decimal],
     raw_events: list[dict[str, Any]],
     failed: list[dict[str, Any]],
 ) -> int:
     """The batch in one transaction of a few prepared statements, one per table (module
-    ``lib.pgbatch``): the accounts' locks, the newest ledger entries with the keys, the events,
-    the debits, the rollups, the route figures and the keys' last use."""
-    charged = sorted({e.account for e in events if costs[e.request_id] > 0})
+    ``lib.pgbatch``), pipelined (``pgbatch.pipeline``) into three round trips after BEGIN: the
+    prices, the accounts' locks, their newest ledger entries and the keys; the events with
+    their rollups; the debits, the route figures and the keys' last use."""
     stale = _stale(events)
     now = timezone.now()
+    accounts = sorted(by_account)
+    models_, versions = _wanted(events)
     pgbatch.check_health()  # (before the transaction: a dropped connection is replaced first)
-    with transaction.atomic(), pgbatch.cursor() as cur:
+    with (
+        transaction.atomic(),
+        pgbatch.pipeline(),
+        pgbatch.cursor() as cur,
+        pgbatch.cursor() as locks,
+        pgbatch.cursor() as newest,
+    ):
         # Locking accounts in id order serialises batches for one account (so its newest
         # ledger entry, read next, stays the newest until commit), and cannot deadlock.
-        ids = {a: i for a, i in pgbatch.fetch(cur, _LOCK, [charged, sorted(by_account)])}
+        if models_:
+            pgbatch.execute(cur, _PRICES, [models_, versions])
+        pgbatch.execute(locks, _LOCK, [accounts])
+        pgbatch.execute(newest, _LAST, [accounts, sorted({e.key for e in events})])
+        costs, unbilled = _priced(events, _prices_of(cur.fetchall()) if models_ else {})
+        ids = {a: i for a, i in locks.fetchall()}
         last: dict[int, tuple[int, Decimal]] = {}
         known_keys: set[int] = set()
-        keys = sorted({e.key for e in events})
-        for of_account, pk, seq, balance in pgbatch.fetch(cur, _LAST, [sorted(ids), keys]):
+        for of_account, pk, seq, balance in newest.fetchall():
             if of_account:
                 last[pk] = (seq, balance)
             else:
@@ -416,16 +435,16 @@ def _record_postgresql(
                     )
                 )
             postings.append(sync.Posting(account_id, seq, balance, by_account[account_id]))
-        # The debits, the keys' last use and the route figures read nothing back: sent
-        # together, one round trip (the server works on the first while the rest are built).
-        with pgbatch.pipeline():
-            if entries:
-                pgbatch.execute(cur, _LEDGER, pgbatch.columns(entries, 9))
-            _touch_keys(fresh)
-            # Events not recorded now don't count in the routes' figures either (nor twice if
-            # resent); failed requests have no row and always count.
-            usage_ids = {str(raw.get("request_id", ""))[:64] for raw in raw_events}
-            routestats.record([*raw_events, *failed], already=usage_ids - inserted)
+        # The debits, the keys' last use and the route figures read nothing back: they go
+        # together as the pipeline ends, one round trip (the server works on the first while
+        # the rest are built).
+        if entries:
+            pgbatch.execute(cur, _LEDGER, pgbatch.columns(entries, 9))
+        _touch_keys(fresh)
+        # Events not recorded now don't count in the routes' figures either (nor twice if
+        # resent); failed requests have no row and always count.
+        usage_ids = {str(raw.get("request_id", ""))[:64] for raw in raw_events}
+        routestats.record([*raw_events, *failed], already=usage_ids - inserted)
         # After commit, Redis learns every locked account's newest figures (if a newer entry
         # was posted since, it keeps that one) and forgets the batch's unposted costs.
         transaction.on_commit(lambda: sync.post_many(postings), robust=True)
@@ -438,11 +457,10 @@ def _record_postgresql(
 def _record_portable(
     events: list[Event],
     by_account: dict[int, list[str]],
-    costs: dict[str, Decimal],
-    unbilled: dict[str, Decimal],
     raw_events: list[dict[str, Any]],
     failed: list[dict[str, Any]],
 ) -> int:
+    costs, unbilled = _priced(events, _prices_orm(events))
     now = timezone.now()
     to_post: list[sync.Posting] = []
     with transaction.atomic():

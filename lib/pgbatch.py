@@ -74,9 +74,10 @@ def cursor() -> Iterator[Any]:
 @contextmanager
 def pipeline() -> Iterator[None]:
     """The statements run in the block (on any of these cursors) go to the server without
-    waiting for each other (psycopg's pipeline mode): the block costs one round trip, at its
-    end, which is also where any of them raises its error. Only for statements whose results
-    the block does not read: ``execute``'s count of rows is unknown there."""
+    waiting for each other (psycopg's pipeline mode): a ``fetchall()`` waits for what was sent
+    up to its statement, one round trip, and the block's end for the rest, one more, which is
+    also where any of them raises its error. ``execute``'s count of rows is unknown there. The
+    server still runs them one after the other, each as a statement of its own."""
     if not available():
         raise RuntimeError("lib.pgbatch needs PostgreSQL")
     check_health()
