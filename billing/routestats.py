@@ -27,13 +27,13 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import reduce
+from functools import lru_cache, reduce
 from operator import or_
 from typing import Any
 
 from django.db.models import Q
 
-from catalog.figures import TPS_BUCKETS, TTFB_BUCKETS, add_counts, bucket, hour_of
+from catalog.figures import TPS_BUCKETS, TTFB_BUCKETS, add_counts, bucket
 from catalog.models import RouteHour
 from lib import pgbatch
 
@@ -90,9 +90,15 @@ def tokens_per_second(raw: dict[str, Any]) -> float | None:
     return tokens * 1000 / duration
 
 
+@lru_cache(maxsize=64)
+def _hour(hours_since_epoch: int) -> datetime:
+    """The UTC hour a request started in (a batch's events fall in one or two)."""
+    return datetime.fromtimestamp(hours_since_epoch * 3600, tz=UTC)
+
+
 def _count(raw: dict[str, Any], slots: dict[Slot, _Counts]) -> None:
     model = str(raw["model"])[:150]
-    hour = hour_of(datetime.fromtimestamp(float(raw["started_at"]), tz=UTC))
+    hour = _hour(int(float(raw["started_at"]) // 3600))
     for provider, _upstream_model, outcome, *of_model in raw.get("attempts") or ():
         tried = str(of_model[0])[:150] if of_model else model
         slots.setdefault((tried, str(provider)[:50], hour), _Counts()).outcome(str(outcome))

@@ -9,12 +9,14 @@ import json
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import openai
 import pytest
 from django.template.loader import render_to_string
 
+from billing import routestats
 from billing.usage import record_batch
 from catalog import figures
 from catalog.figures import MIN_REQUESTS, route_figures
@@ -273,3 +275,14 @@ def test_a_catalog_redis_lost_is_served_meanwhile_and_published_again(
 
     publish_route_figures()
     assert MODEL in json.loads(redis_client.get(state.CATALOG))["models"]
+
+
+@pytest.mark.parametrize(
+    "started_at",
+    [1_764_720_000.0, 1_764_720_000.000001, 1_764_723_599.999999, 1_764_723_600.0, 86_399.5],
+)
+def test_a_request_counts_in_the_utc_hour_it_started_in(started_at: float) -> None:
+    """The worker floors an event's start to its hour from the epoch seconds (a cached
+    ``routestats._hour``): the same hour as flooring the datetime."""
+    expected = figures.hour_of(datetime.fromtimestamp(started_at, tz=UTC))
+    assert routestats._hour(int(started_at // 3600)) == expected
