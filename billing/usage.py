@@ -367,10 +367,10 @@ def _record_postgresql(
         pgbatch.cursor() as locks,
         pgbatch.cursor() as newest,
     ):
-        # Locking accounts in id order serialises batches for one account (so its newest
-        # ledger entry, read next, stays the newest until commit), and cannot deadlock.
         if models_:
             pgbatch.execute(cur, _PRICES, [models_, versions])
+        # Locking accounts in id order serialises batches for one account (so its newest
+        # ledger entry, read next, stays the newest until commit), and cannot deadlock.
         pgbatch.execute(locks, _LOCK, [accounts])
         pgbatch.execute(newest, _LAST, [accounts, sorted({e.key for e in events})])
         costs, unbilled = _priced(events, _prices_of(cur.fetchall()) if models_ else {})
