@@ -183,6 +183,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("concurrency 1 (plain requests, upstream latency 0)")
     g.add_argument("--rounds", type=int, help="interleaved rounds [10 / 3]")
     g.add_argument("--requests", type=int, help="measured requests per round and target [200/100]")
+    g.add_argument(
+        "--con1-samples",
+        type=Path,
+        metavar="DIR",
+        help="diagnosis: write each round's latencies (microseconds, in the order the requests "
+        "were sent) to DIR/con1-<target>-<round>.json, to see where a p99 comes from",
+    )
     g = p.add_argument_group("concurrency 32 (plain requests, upstream latency 0)")
     g.add_argument("--con32-rounds", type=int, help="interleaved rounds [5 / 3]")
     g.add_argument("--con32-seconds", type=float, help="measured seconds per target [5 / 2]")
@@ -1093,6 +1100,10 @@ def phase_con1(ctx: Ctx) -> dict[str, Any]:
             job = job_for(ctx, t, "plain0", concurrency=1, count=args.requests)
             job.update(warmup_count=20, fresh=True, hard_limit_s=300)
             res = ctx.lg.run([job], wait_s=400)["jobs"][0]
+            if args.con1_samples:
+                args.con1_samples.mkdir(parents=True, exist_ok=True)
+                path = args.con1_samples / f"con1-{t.name}-{r + 1}.json"
+                path.write_text(json.dumps(res["lat_us"]))
             row[t.name] = {
                 "n": res["ok"],
                 "errors": sum(res["errors"].values()),
