@@ -94,7 +94,8 @@ class Config:
     # ...and then between two chunks of a stream (or while a whole answer is read).
     chunk_timeout: float = 120.0
     trusted_proxies: tuple[str, ...] = ()
-    batch_size: int = 200
+    # Usage events per batch at most: one Celery task records a batch in one transaction.
+    batch_size: int = 1000
     batch_interval: float = 0.25
     replay_interval: float = 5.0
     upstream_connections: int = 1000
@@ -135,6 +136,7 @@ class Config:
             first_byte_timeout=float(os.environ.get("TP_UPSTREAM_FIRST_BYTE_TIMEOUT", 300)),
             chunk_timeout=float(os.environ.get("TP_UPSTREAM_CHUNK_TIMEOUT", 120)),
             redis_connections=int(os.environ.get("TP_RELAY_REDIS_CONNECTIONS", 64)),
+            batch_size=int(os.environ.get("TP_USAGE_BATCH_SIZE", 1000)),
             batch_interval=float(os.environ.get("TP_USAGE_BATCH_INTERVAL", 0.25)),
             replay_interval=float(os.environ.get("TP_SPOOL_REPLAY_INTERVAL", 5)),
             trusted_proxies=tuple(

@@ -53,7 +53,7 @@ class Reporter:
         broker_url: str,
         spool_dir: Path,
         *,
-        batch_size: int = 200,
+        batch_size: int = 1000,
         interval: float = 0.25,
         replay_interval: float = 5.0,
     ) -> None:
