@@ -17,14 +17,6 @@ sets none here: it answers 413 itself, in the OpenAI error shape).
 The settings come from the environment, read once when the module is imported (each worker
 process imports it): ``TP_HTTP_HEADER_TIMEOUT`` (seconds, default 10), ``TP_HTTP_BODY_TIMEOUT``
 (default 60) and ``TP_HTTP_MAX_BODY_BYTES`` (0: no limit here).
-
-It also sends a response's head together with the start of its body. uvicorn writes the status
-line and headers as soon as ``http.response.start`` arrives and the body in a second write, two
-system calls (and two TCP segments) for every answer where one does; at concurrency 32 those two
-writes were 8% of the relay's samples under py-spy. Here the head waits for the first write
-after it; an answer whose body follows at once (any whole JSON answer) leaves in one write, and
-a head whose body comes later (a stream waiting for its upstream) leaves at the end of the
-event loop's turn, before anything else can run.
 """
 
 from __future__ import annotations
@@ -39,56 +31,6 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 def _number(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default
-
-
-class _HeadWithBody:
-    """The transport as one request's response cycle sees it: the first write after the response
-    started (its head) is held until the next write or the end of the loop's turn, whichever
-    comes first. Everything else goes to the connection's transport as it is."""
-
-    __slots__ = ("_cycle", "_held", "_loop", "_state", "_transport")
-
-    def __init__(
-        self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, cycle: Any
-    ) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._cycle = cycle
-        self._held = b""
-        self._state = 0  # 0: no head yet, 1: the head is held, 2: sent
-
-    def write(self, data: bytes) -> None:
-        if self._state == 1:
-            self._state = 2
-            head, self._held = self._held, b""
-            if len(data) <= 262144:
-                self._transport.write(head + data)
-            else:  # no copy of a large body: both buffers in one writev
-                self._transport.writelines((head, data))
-        elif self._state == 0 and self._cycle.response_started:
-            # A "100 Continue" is written before the response starts, so this is the head.
-            self._state = 1
-            self._held = bytes(data)
-            self._loop.call_soon(self.flush)
-        else:
-            self._transport.write(data)
-
-    def flush(self) -> None:
-        if self._state == 1:
-            self._state = 2
-            head, self._held = self._held, b""
-            if not self._transport.is_closing():
-                self._transport.write(head)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 HEADER_TIMEOUT = _number("TP_HTTP_HEADER_TIMEOUT", 10.0)
@@ -173,9 +115,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                         self._refuse(413, b"Request Entity Too Large")
                         return
         super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle.transport is self.transport:
-            cycle.transport = _HeadWithBody(self.transport, self.loop, cycle)  # type: ignore[assignment]
         self._phase = "body"
         self._body_bytes = 0
         if not self.pipeline:  # a pipelined request waits, unread, for the one before it

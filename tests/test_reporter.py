@@ -1,14 +1,11 @@
 """The relay's usage reporter: how events are cut into batches, on a broker of the test's own
-(a private redis-server) and, with that broker stopped, in the spool; and the request ids
-the events are recorded under."""
+(a private redis-server) and, with that broker stopped, in the spool."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
-import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,6 @@ import redis as redis_lib
 
 from relay.config import Config
 from relay.reporter import TASK, Reporter
-from relay.request import new_request_id
 
 from .conftest import PrivateRedis
 
@@ -71,21 +67,3 @@ def test_with_the_broker_down_each_batch_is_one_spool_file(tmp_path: Path) -> No
     files = sorted((tmp_path / "spool").glob("usage-*.json"))
     assert [len(orjson.loads(f.read_bytes())) for f in files] == [400, 400, 200]
     assert reporter.spooled == 1000 and reporter.sent == 0
-
-
-def test_request_ids_are_unique_and_a_forked_child_draws_its_own() -> None:
-    ids = [new_request_id() for _ in range(5000)]  # several draws of the pool
-    assert len(set(ids)) == 5000
-    assert all(re.fullmatch(r"req_[0-9a-f]{24}", i) for i in ids)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its next ids, to the parent
-        os.close(read)
-        os.write(write, " ".join(new_request_id() for _ in range(3)).encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        child = pipe.read().split()
-    os.waitpid(pid, 0)
-    parent = [new_request_id() for _ in range(3)]
-    assert len(child) == 3 and not set(child) & set(parent)
