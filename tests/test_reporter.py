@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,16 @@ def events(count: int) -> list[dict[str, Any]]:
 
 
 def add_and_flush(reporter: Reporter, batch: list[dict[str, Any]]) -> None:
+    """Add the events and flush, on an event loop of a thread of its own (the session's
+    browser tests leave Playwright's loop running on the main thread)."""
+
     async def run() -> None:
         for event in batch:
             reporter.add(event)
         await reporter.flush()
 
-    asyncio.run(run())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(lambda: asyncio.run(run())).result()
 
 
 def test_batch_size_comes_from_the_environment(monkeypatch: Any) -> None:
