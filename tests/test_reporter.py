@@ -72,3 +72,43 @@ def test_with_the_broker_down_each_batch_is_one_spool_file(tmp_path: Path) -> No
     files = sorted((tmp_path / "spool").glob("usage-*.json"))
     assert [len(orjson.loads(f.read_bytes())) for f in files] == [400, 400, 200]
     assert reporter.spooled == 1000 and reporter.sent == 0
+
+
+def test_events_that_arrive_during_a_flush_wait_for_the_next_one(tmp_path: Path) -> None:
+    """A flush sends what was buffered when it began; it does not chase each event that
+    arrives while it sends with a batch of its own (which sent strings of one-event batches,
+    each a task and a transaction for the worker). Stopping sends everything."""
+    broker = PrivateRedis(tmp_path)
+    broker.start()
+    try:
+        reporter = Reporter(broker.url, tmp_path / "spool", batch_size=1000)
+
+        async def run() -> tuple[int, list[int]]:
+            async def during(flush: Any) -> None:
+                task = asyncio.create_task(flush)
+                await asyncio.sleep(0)  # the flush runs up to its send, in the executor
+                for event in events(3):
+                    reporter.add({**event, "late": True})
+                await task
+
+            for event in events(5):
+                reporter.add(event)
+            await during(reporter.flush())
+            waiting = len(reporter.buffer)
+            await during(reporter.flush(everything=True))
+            return waiting, [len(reporter.buffer)]
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            waiting, left = pool.submit(lambda: asyncio.run(run())).result()
+        assert waiting == 3
+        assert left == [0]
+        with redis_lib.Redis(port=broker.port) as r:
+            messages = [json.loads(m) for m in r.lrange("celery", 0, -1)]
+        messages.reverse()
+        batches = [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
+        # The late events of the first flush went with the second; the second's own late
+        # events, added while it sent, went too, since it was asked for everything.
+        assert [len(b) for b in batches] == [5, 3, 3]
+        assert reporter.sent == 11
+    finally:
+        broker.stop()

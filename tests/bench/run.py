@@ -2143,7 +2143,8 @@ def main(argv: list[str] | None = None) -> int:
         "started_utc": started.isoformat(),
         "status": "ok" if status == 0 else "incomplete",
         "machine": ctx.info,
-        "config": {k: v for k, v in vars(args).items()},
+        # (Paths such as --con1-samples as text.)
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "targets": {t.name: t.url for t in ctx.targets},
         "notes": ctx.notes,
         "results": ctx.results,
