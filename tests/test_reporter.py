@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis as redis_lib
@@ -18,22 +19,27 @@ from relay.reporter import TASK, Reporter
 
 from .conftest import PrivateRedis
 
+T = TypeVar("T")
+
 
 def events(count: int) -> list[dict[str, Any]]:
     return [{"request_id": f"req-{i}", "cost_nanos": i} for i in range(count)]
 
 
-def add_and_flush(reporter: Reporter, batch: list[dict[str, Any]]) -> None:
-    """Add the events and flush, on an event loop of a thread of its own (the session's
-    browser tests leave Playwright's loop running on the main thread)."""
+def run_apart(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(main())`` on an event loop of a thread of its own (the session's browser
+    tests leave Playwright's loop running on the main thread)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(main())).result()
 
+
+def add_and_flush(reporter: Reporter, batch: list[dict[str, Any]]) -> None:
     async def run() -> None:
         for event in batch:
             reporter.add(event)
         await reporter.flush()
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(lambda: asyncio.run(run())).result()
+    run_apart(run)
 
 
 def test_batch_size_comes_from_the_environment(monkeypatch: Any) -> None:
@@ -83,10 +89,10 @@ def test_events_that_arrive_during_a_flush_wait_for_the_next_one(tmp_path: Path)
     try:
         reporter = Reporter(broker.url, tmp_path / "spool", batch_size=1000)
 
-        async def run() -> tuple[int, list[int]]:
-            async def during(flush: Any) -> None:
-                task = asyncio.create_task(flush)
-                await asyncio.sleep(0)  # the flush runs up to its send, in the executor
+        async def run() -> tuple[int, int]:
+            async def during(step: Awaitable[None]) -> None:
+                task = asyncio.ensure_future(step)
+                await asyncio.sleep(0)  # the step runs up to its send, in the executor
                 for event in events(3):
                     reporter.add({**event, "late": True})
                 await task
@@ -95,19 +101,18 @@ def test_events_that_arrive_during_a_flush_wait_for_the_next_one(tmp_path: Path)
                 reporter.add(event)
             await during(reporter.flush())
             waiting = len(reporter.buffer)
-            await during(reporter.flush(everything=True))
-            return waiting, [len(reporter.buffer)]
+            await during(reporter.stop())
+            return waiting, len(reporter.buffer)
 
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            waiting, left = pool.submit(lambda: asyncio.run(run())).result()
+        waiting, left = run_apart(run)
         assert waiting == 3
-        assert left == [0]
+        assert left == 0
         with redis_lib.Redis(port=broker.port) as r:
             messages = [json.loads(m) for m in r.lrange("celery", 0, -1)]
         messages.reverse()
         batches = [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
         # The late events of the first flush went with the second; the second's own late
-        # events, added while it sent, went too, since it was asked for everything.
+        # events, added while it sent, went too: stopping sends everything.
         assert [len(b) for b in batches] == [5, 3, 3]
         assert reporter.sent == 11
     finally:
