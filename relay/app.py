@@ -490,7 +490,7 @@ class Relay(Upstream, Counting):
         # From here on the client's disconnect cancels the upstream request at once.
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - narrows for mypy: handle() runs in a task
-        watcher = asyncio.create_task(self._watch(receive, req, task))
+        unwatch = self.watch_disconnect(scope, receive, req, task)
         try:
             await self.forward(scope, send, req, api)
         except asyncio.CancelledError:
@@ -499,7 +499,7 @@ class Relay(Upstream, Counting):
             task.uncancel()
             await self.finish(req, None, status="client_closed", http_status=499)
         finally:
-            watcher.cancel()
+            unwatch()
             metrics.HOLDS.dec()
 
 
