@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import orjson
 import redis as redis_lib
+from kombu import compression
 
 from relay.config import Config
 from relay.reporter import TASK, Reporter
@@ -24,6 +25,15 @@ T = TypeVar("T")
 
 def events(count: int) -> list[dict[str, Any]]:
     return [{"request_id": f"req-{i}", "cost_nanos": i} for i in range(count)]
+
+
+def batch_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A broker message's batch, decoded as a worker decodes it: the body base64-decoded (the
+    Redis transport's encoding), decompressed by kombu's decoder for the message's compression,
+    then JSON (``[args, kwargs, embed]``, the batch the one argument)."""
+    body = base64.b64decode(message["body"])
+    body = compression.decompress(body, message["headers"]["compression"])
+    return json.loads(body)[0][0]  # type: ignore[no-any-return]
 
 
 def run_apart(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -61,8 +71,11 @@ def test_events_leave_in_batches_of_at_most_batch_size(tmp_path: Path) -> None:
         messages.reverse()
         assert [m["headers"]["task"] for m in messages] == [TASK] * 3
         assert {m["content-type"] for m in messages} == {"application/json"}
-        batches = [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
+        # zlib-compressed, as kombu's "zlib" (which every worker decompresses by itself)
+        assert {m["headers"]["compression"] for m in messages} == {"application/x-gzip"}
+        batches = [batch_of(m) for m in messages]
         assert [len(b) for b in batches] == [1000, 1000, 500]
+        assert len(base64.b64decode(messages[0]["body"])) < len(orjson.dumps(batches[0])) / 5
         assert [e["request_id"] for b in batches for e in b] == [f"req-{i}" for i in range(2500)]
         assert messages[0]["headers"]["argsrepr"] == "[<1000 usage events>]"
         assert reporter.sent == 2500 and reporter.spooled == 0
@@ -110,7 +123,7 @@ def test_events_that_arrive_during_a_flush_wait_for_the_next_one(tmp_path: Path)
         with redis_lib.Redis(port=broker.port) as r:
             messages = [json.loads(m) for m in r.lrange("celery", 0, -1)]
         messages.reverse()
-        batches = [json.loads(base64.b64decode(m["body"]))[0][0] for m in messages]
+        batches = [batch_of(m) for m in messages]
         # The late events of the first flush went with the second; the second's own late
         # events, added while it sent, went too: stopping sends everything.
         assert [len(b) for b in batches] == [5, 3, 3]
