@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import uvicorn
 from uvicorn.protocols.http.flow_control import FlowControl
 
@@ -165,10 +166,20 @@ def test_a_streams_head_does_not_wait_for_its_first_chunk() -> None:
     asyncio.run(main())
 
 
-def test_the_disconnect_callback_fires_when_the_client_hangs_up() -> None:
+@pytest.mark.parametrize(
+    ("client_stays", "app_waits"),
+    [
+        pytest.param(0.2, 0.0, id="watching-when-the-client-leaves"),
+        pytest.param(0.0, 0.5, id="watch-begun-after-the-client-left"),  # called back at once
+    ],
+)
+def test_the_disconnect_callback_fires_when_the_client_hangs_up(
+    client_stays: float, app_waits: float
+) -> None:
     called: list[str] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asyncio.sleep(app_waits)
         gone = asyncio.Event()
         scope["extensions"][DISCONNECT]["watch"](lambda: (called.append("gone"), gone.set()))
         await asyncio.wait_for(gone.wait(), 5)  # no answer: the client leaves first
@@ -177,31 +188,8 @@ def test_the_disconnect_callback_fires_when_the_client_hangs_up() -> None:
         async with serve(app) as port:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(REQUEST)
-            await asyncio.sleep(0.2)
-            writer.close()
-            for _ in range(200):
-                if called:
-                    break
-                await asyncio.sleep(0.01)
-
-    asyncio.run(main())
-    assert called == ["gone"]
-
-
-def test_a_watch_begun_after_the_hang_up_calls_back_at_once() -> None:
-    called: list[str] = []
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await asyncio.sleep(0.5)  # the client is long gone
-        gone = asyncio.Event()
-        scope["extensions"][DISCONNECT]["watch"](lambda: (called.append("gone"), gone.set()))
-        await asyncio.wait_for(gone.wait(), 5)
-
-    async def main() -> None:
-        async with serve(app) as port:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(REQUEST)
             await writer.drain()
+            await asyncio.sleep(client_stays)
             writer.close()
             for _ in range(300):
                 if called:
