@@ -291,7 +291,7 @@ class ClientSide:
         """From here on the client's disconnect cancels ``task`` (the request's) at once; returns
         what stops the watch. Served by ``python -m serving`` the server calls back (the scope's
         ``tokenpapa.disconnect`` extension); elsewhere a task waits on ``receive()``."""
-        extension = scope.get("extensions", {}).get(DISCONNECT)
+        extension = (scope.get("extensions") or {}).get(DISCONNECT)
         if extension is not None:
             watch = extension["watch"]
             watch(functools.partial(self._gone, req, task))

@@ -234,3 +234,33 @@ def test_no_callback_once_the_response_is_complete_or_the_watch_is_stopped() -> 
 
     asyncio.run(main())
     assert called == []
+
+
+@pytest.mark.parametrize("extensions", [None, {}], ids=["no-extensions", "not-this-one"])
+def test_under_another_server_the_relay_watches_receive(extensions: Any) -> None:
+    """Without the extension (another ASGI server), the relay's watch is a task waiting on
+    ``receive()`` for ``http.disconnect``: the request's task is cancelled all the same."""
+    req = relay_request.Request()
+
+    async def main() -> bool:
+        messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        async def request() -> None:
+            scope = {"type": "http", "extensions": extensions}
+            unwatch = relay_request.ClientSide().watch_disconnect(scope, messages.get, req, task)
+            try:
+                await asyncio.sleep(5)  # the upstream, taking its time
+            finally:
+                unwatch()
+
+        task = asyncio.create_task(request())
+        await asyncio.sleep(0)
+        await messages.put({"type": "http.disconnect"})
+        try:
+            await asyncio.wait_for(task, 2)
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(main()) is True
+    assert req.disconnected
