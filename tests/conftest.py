@@ -4,6 +4,7 @@ people in the stories (alice, bob and the operator)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import shutil
@@ -12,11 +13,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import redis as redis_lib
@@ -33,6 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 hypothesis_settings.register_profile("ci", derandomize=True)
 hypothesis_settings.register_profile("fuzz", derandomize=False)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+T = TypeVar("T")
+
+
+def run_apart(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(main())`` on an event loop of a thread of its own (the session's browser
+    tests leave Playwright's loop running on the main thread)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(main())).result()
 
 
 def free_port() -> int:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import redis as redis_lib
@@ -18,9 +17,7 @@ from kombu import compression
 from relay.config import Config
 from relay.reporter import TASK, Reporter
 
-from .conftest import PrivateRedis
-
-T = TypeVar("T")
+from .conftest import PrivateRedis, run_apart
 
 
 def events(count: int) -> list[dict[str, Any]]:
@@ -34,13 +31,6 @@ def batch_of(message: dict[str, Any]) -> list[dict[str, Any]]:
     body = base64.b64decode(message["body"])
     body = compression.decompress(body, message["headers"]["compression"])
     return json.loads(body)[0][0]  # type: ignore[no-any-return]
-
-
-def run_apart(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """``asyncio.run(main())`` on an event loop of a thread of its own (the session's browser
-    tests leave Playwright's loop running on the main thread)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(main())).result()
 
 
 def add_and_flush(reporter: Reporter, batch: list[dict[str, Any]]) -> None:

@@ -17,6 +17,8 @@ from relay import request as relay_request
 from serving import protocol
 from serving.protocol import DISCONNECT, GuardedHttpToolsProtocol
 
+from .conftest import run_apart
+
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
 
@@ -93,7 +95,7 @@ def test_a_head_and_its_body_go_out_in_one_write() -> None:
         await asyncio.sleep(0)
         assert len(recording.writes) == 2  # nothing was left to flush
 
-    asyncio.run(main())
+    run_apart(main)
 
 
 def test_a_head_alone_goes_out_at_the_end_of_the_loops_pass() -> None:
@@ -104,7 +106,7 @@ def test_a_head_alone_goes_out_at_the_end_of_the_loops_pass() -> None:
         await asyncio.sleep(0)
         assert recording.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"]
 
-    asyncio.run(main())
+    run_apart(main)
 
 
 def test_a_large_body_is_not_copied_into_the_head_and_close_flushes() -> None:
@@ -120,7 +122,7 @@ def test_a_large_body_is_not_copied_into_the_head_and_close_flushes() -> None:
         wrapped.close()  # a cycle that closes at once still sends what it wrote first
         assert (recording.writes, recording.closed) == ([b"HEAD"], True)
 
-    asyncio.run(main())
+    run_apart(main)
 
 
 def test_whole_responses_on_a_kept_alive_connection() -> None:
@@ -140,7 +142,7 @@ def test_whole_responses_on_a_kept_alive_connection() -> None:
                 assert await reader.readexactly(len(path)) == path.encode()
             writer.close()
 
-    asyncio.run(main())
+    run_apart(main)
 
 
 def test_a_streams_head_does_not_wait_for_its_first_chunk() -> None:
@@ -163,7 +165,7 @@ def test_a_streams_head_does_not_wait_for_its_first_chunk() -> None:
             )
             writer.close()
 
-    asyncio.run(main())
+    run_apart(main)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +198,7 @@ def test_the_disconnect_callback_fires_when_the_client_hangs_up(
                     break
                 await asyncio.sleep(0.01)
 
-    asyncio.run(main())
+    run_apart(main)
     assert called == ["gone"]
 
 
@@ -232,7 +234,7 @@ def test_no_callback_once_the_response_is_complete_or_the_watch_is_stopped() -> 
             await asyncio.wait_for(finished.wait(), 5)
             await asyncio.sleep(0.6)
 
-    asyncio.run(main())
+    run_apart(main)
     assert called == []
 
 
@@ -262,5 +264,5 @@ def test_under_another_server_the_relay_watches_receive(extensions: Any) -> None
             return True
         return False
 
-    assert asyncio.run(main()) is True
+    assert run_apart(main) is True
     assert req.disconnected
