@@ -242,6 +242,10 @@ def test_streamed_traffic_through_the_relay_shows_on_its_endpoints(
             messages=[{"role": "user", "content": "Hello"}],
             stream=True,
             stream_options={"include_usage": True},
+            # Without a delay the simulator sends the whole stream in one write: its tokens
+            # arrive within the millisecond of the first, a rate the relay does not count
+            # (integer milliseconds), and on a fast machine none of these streams had one.
+            extra_headers={"x-demo-chunk-delay-ms": "2"},
         )
         assert any(chunk.usage for chunk in stream)
 
