@@ -10,7 +10,6 @@ import io
 import json
 import struct
 import wave
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +33,7 @@ from relay.errors import RelayError
 from relay.prices import NanoPrice
 from relay.request import Request
 
-from .conftest import credit, publish_catalog, wait_until
+from .conftest import credit, publish_catalog, run_apart, wait_until
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
 
@@ -239,9 +238,7 @@ def burst(url: str, secret: str, body: dict[str, Any], count: int, **headers: st
 
             return list(await asyncio.gather(*(one() for _ in range(count))))
 
-    # In a thread of its own: the browser tests' Playwright keeps an event loop in this one.
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, run()).result()
+    return run_apart(run)
 
 
 def hold_of(body: dict[str, Any], model_id: str) -> Decimal:

@@ -12,7 +12,6 @@ import datetime
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from cryptography import x509
@@ -22,19 +21,9 @@ from cryptography.x509.oid import NameOID
 
 from relay import http1
 
-T = TypeVar("T")
+from .conftest import run_apart
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
-
-
-def run(factory: Callable[[], Awaitable[T]]) -> T:
-    """In a thread of its own: the browser tests' Playwright keeps an event loop in this one."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    async def main() -> T:
-        return await factory()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, main()).result()
 
 
 class Server:
@@ -134,7 +123,7 @@ def test_the_request_is_sent_as_written_and_the_connection_is_reused() -> None:
         await client.close()
         await server.stop()
 
-    run(main)
+    run_apart(main)
 
 
 @pytest.mark.parametrize(
@@ -176,7 +165,7 @@ def test_each_framing_of_the_body(raw: bytes, expected: bytes, reused: bool) -> 
         await client.close()
         await server.stop()
 
-    run(main)
+    run_apart(main)
 
 
 def test_a_body_without_a_length_ends_with_the_connection() -> None:
@@ -200,7 +189,7 @@ def test_a_body_without_a_length_ends_with_the_connection() -> None:
         await client.close()
         await server.stop()
 
-    run(main)
+    run_apart(main)
 
 
 def test_a_stream_arrives_as_it_is_written() -> None:
@@ -235,7 +224,7 @@ def test_a_stream_arrives_as_it_is_written() -> None:
         await client.close()
         await server.stop()
 
-    run(main)
+    run_apart(main)
 
 
 def test_reading_pauses_while_a_long_stream_waits_unread() -> None:
@@ -267,7 +256,7 @@ def test_reading_pauses_while_a_long_stream_waits_unread() -> None:
         await client.close()
         await server.stop()
 
-    run(main)
+    run_apart(main)
 
 
 def test_an_idle_connection_the_server_closed_is_not_used_again() -> None:
@@ -284,7 +273,7 @@ def test_an_idle_connection_the_server_closed_is_not_used_again() -> None:
         await client.close()
         await server.stop()
 
-    run(main)
+    run_apart(main)
 
 
 def test_connections_idle_too_long_are_closed_and_replaced() -> None:
@@ -300,7 +289,7 @@ def test_connections_idle_too_long_are_closed_and_replaced() -> None:
         await client.close()
         await server.stop()
 
-    run(main)
+    run_apart(main)
 
 
 def test_at_most_limit_connections_are_in_use_and_the_rest_wait() -> None:
@@ -321,7 +310,7 @@ def test_at_most_limit_connections_are_in_use_and_the_rest_wait() -> None:
         await client.close()
         await server.stop()
 
-    run(main)
+    run_apart(main)
 
 
 def test_a_connection_whose_answer_was_not_read_or_was_cancelled_is_closed() -> None:
@@ -349,7 +338,7 @@ def test_a_connection_whose_answer_was_not_read_or_was_cancelled_is_closed() -> 
         await server.stop()
         await slow.stop()
 
-    run(main)
+    run_apart(main)
 
 
 def test_failures_raise_client_errors() -> None:
@@ -402,7 +391,7 @@ def test_failures_raise_client_errors() -> None:
         for server in servers[:2]:
             await server.stop()
 
-    run(main)
+    run_apart(main)
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:
@@ -458,7 +447,7 @@ def test_https_checks_the_certificate_and_reuses_the_connection(tmp_path: Path) 
         await default.close()
         await server.stop()
 
-    run(main)
+    run_apart(main)
 
 
 def test_credentials_in_the_url_become_basic_authorization() -> None:
@@ -472,4 +461,4 @@ def test_credentials_in_the_url_become_basic_authorization() -> None:
         await client.close()
         await server.stop()
 
-    run(main)
+    run_apart(main)
