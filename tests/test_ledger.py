@@ -89,3 +89,38 @@ def test_stale_holds_are_released(alice: Any, redis_client: Any) -> None:
     assert release_stale_holds(3600, time.time()) == 1
     assert sync.figures(account_id)["held"] == 0
     call_command("reconcile", stdout=io.StringIO())
+
+
+@pytest.mark.parametrize("settled", [300, 1_203])
+def test_posting_forgets_exactly_the_recorded_requests_unposted_costs(
+    alice: Any, redis_client: Any, settled: int
+) -> None:
+    """Both ways the script forgets costs (a hash of up to 1,024 fields read whole, a larger one
+    500 ids at a time), ids Redis does not know (posted before, or never settled), and costs
+    whose sum passes 2^52 nano-dollars: what is left unposted is exactly the requests not
+    posted, to the nano-dollar."""
+    from core import state
+
+    account_id = alice.account.pk
+    unposted_key = state.account_unposted(account_id)
+    costs = {f"req_{i:04d}": 1_000 + i for i in range(settled)}
+    costs["req_big_1"] = 3_000_000_000_000_000
+    costs["req_big_2"] = 2_000_000_000_000_007
+    redis_client.hset(unposted_key, mapping=costs)
+    redis_client.hset(state.account(account_id), "unposted", sum(costs.values()))
+    kept = {"req_0007", "req_0299"} | (
+        {"req_0499", "req_0500", "req_1202"} if settled > 500 else set()
+    )
+    posted = [rid for rid in costs if rid not in kept] + ["req_gone", "req_never"]
+    sync.post_many(
+        [sync.Posting(account_id=account_id, seq=99, balance=Decimal("7"), request_ids=posted)]
+    )
+    figures = sync.figures(account_id)
+    assert figures["posted"] == to_nanos(Decimal("7"))
+    assert figures["unposted"] == sum(costs[rid] for rid in kept)
+    assert set(redis_client.hkeys(unposted_key)) == kept
+    # Repeating it (a redelivered batch) changes nothing.
+    sync.post_many(
+        [sync.Posting(account_id=account_id, seq=99, balance=Decimal("7"), request_ids=posted)]
+    )
+    assert sync.figures(account_id)["unposted"] == sum(costs[rid] for rid in kept)
