@@ -7,9 +7,12 @@ import logging
 import os
 from typing import Any
 
+import orjson
 from celery import Celery, signals
 from django.conf import settings
 from django.db import close_old_connections
+from kombu import serialization
+from kombu.utils import json as kombu_json
 
 from core.jsonlog import JsonFormatter
 
@@ -18,6 +21,36 @@ from core.jsonlog import JsonFormatter
 from . import worker_metrics  # noqa: F401
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+
+def decode_json(data: bytes | bytearray | memoryview | str) -> Any:
+    """Task bodies (application/json) as kombu decodes them, faster where nothing differs.
+
+    kombu decodes with the standard library and an object hook that Python calls for every
+    object in the body, to turn ``{"__type__": ..., "__value__": ...}`` markers back into
+    datetimes, decimals and UUIDs: on a batch of 1,000 usage events, 1,000 calls, and 9 ms
+    against orjson's 2.7 ms here. A key ``__type__`` can only be written as those letters or
+    behind a ``\\u`` escape, so a body holding neither has no marker, and orjson gives the values
+    kombu would (the same numbers, strings, lists and dicts). Anything else, and anything
+    orjson refuses (integers beyond 64 bits, NaN, bytes that are not UTF-8), is kombu's to
+    decode, with kombu's errors. What is sent is unchanged: only this decoder is registered.
+    """
+    raw = bytes(data) if isinstance(data, bytearray | memoryview) else data
+    if isinstance(raw, bytes):
+        plain = b"__type__" not in raw and b"\\u" not in raw
+    else:
+        plain = "__type__" not in raw and "\\u" not in raw
+    if plain:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return kombu_json.loads(raw)
+
+
+serialization.register(
+    "json", kombu_json.dumps, decode_json, content_type="application/json", content_encoding="utf-8"
+)
 
 app = Celery("tokenpapa")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -1,0 +1,91 @@
+"""The worker's decoder of JSON task bodies (portal.celery.decode_json): the values kombu's own
+decoder gives, for every body, through kombu's registry as Celery calls it."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+import zlib
+
+import orjson
+import pytest
+from kombu import serialization
+from kombu.utils import json as kombu_json
+
+from portal.celery import decode_json
+
+EVENT = {
+    "request_id": "req_0123456789abcdef",
+    "account": 1,
+    "key": 2,
+    "model": "gpt-4o",
+    "cost": "0.000692500",
+    "started_at": 1733350000.123456,
+    "ttfb_ms": None,
+    "estimated": False,
+    "attempts": [["demo", "gpt-4o", "timeout"]],
+}
+
+BODIES = [
+    # A usage batch as the relay sends it (orjson, no markers).
+    orjson.dumps([[[EVENT, dict(EVENT, request_id="req_2")]], {}, {"callbacks": None}]),
+    # kombu's own encoding of datetimes, decimals and UUIDs: markers the hook turns back.
+    kombu_json.dumps(
+        [
+            [datetime.datetime(2026, 12, 4, 22, 0, tzinfo=datetime.UTC)],
+            {"amount": decimal.Decimal("12.50"), "id": uuid.UUID(int=7)},
+            {},
+        ]
+    ).encode(),
+    # A marker's key behind escapes: still a marker.
+    b'{"\\u005f_type__": "decimal", "__value__": "1.5"}',
+    # Non-ASCII as kombu writes it (escaped) and as orjson writes it (UTF-8).
+    kombu_json.dumps({"name": "Jos\u00e9 \U0001f600"}).encode(),
+    orjson.dumps({"name": "Jos\u00e9 \U0001f600"}),
+    # What orjson refuses and the standard library reads.
+    b'{"big": 123456789012345678901234567890, "nan": NaN, "inf": -Infinity}',
+    b'[1.5e300, 1e400, -0.0, 0.1, 1e-7, true, false, null, "", {}]',
+    b'{"a": 1, "a": 2}',
+]
+
+
+def _same(a: object, b: object) -> bool:
+    # NaN is not equal to itself: compare the shapes by repr.
+    return repr(a) == repr(b)
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_decodes_as_kombu_does(body: bytes) -> None:
+    expected = kombu_json.loads(body)
+    assert _same(decode_json(body), expected)
+    assert _same(decode_json(body.decode()), expected)
+    assert _same(decode_json(memoryview(body)), expected)
+    assert _same(decode_json(bytearray(body)), expected)
+
+
+def test_markers_still_become_values() -> None:
+    body = kombu_json.dumps({"when": datetime.date(2026, 12, 4), "n": decimal.Decimal("3.10")})
+    assert decode_json(body.encode()) == {
+        "when": datetime.date(2026, 12, 4),
+        "n": decimal.Decimal("3.10"),
+    }
+
+
+@pytest.mark.parametrize("body", [b"{", b'{"a": 1} x', b"\xff\xfe", b'{"a": "\xc3"}'])
+def test_bad_bodies_fail_as_kombu_fails(body: bytes) -> None:
+    with pytest.raises(Exception) as kombu_error:
+        kombu_json.loads(body)
+    with pytest.raises(type(kombu_error.value)):
+        decode_json(body)
+
+
+def test_registered_for_application_json_and_the_encoder_unchanged() -> None:
+    """What a worker runs: kombu's registry, with a compressed body as the relay sends it."""
+    body = orjson.dumps([[[EVENT]], {}, {}])
+    assert serialization.loads(
+        zlib.decompress(zlib.compress(body)), "application/json", "utf-8"
+    ) == [[[EVENT]], {}, {}]
+    content_type, encoding, encoded = serialization.dumps({"x": 1}, serializer="json")
+    assert (content_type, encoding) == ("application/json", "utf-8")
+    assert encoded == kombu_json.dumps({"x": 1})
