@@ -13,7 +13,7 @@ import pytest
 from kombu import serialization
 from kombu.utils import json as kombu_json
 
-from portal.celery import decode_json
+from portal.celery import _long_integer, decode_json
 
 EVENT = {
     "request_id": "req_0123456789abcdef",
@@ -47,6 +47,14 @@ BODIES = [
     b'{"big": 123456789012345678901234567890, "nan": NaN, "inf": -Infinity}',
     b'[1.5e300, 1e400, -0.0, 0.1, 1e-7, true, false, null, "", {}]',
     b'{"a": 1, "a": 2}',
+    # Integers beyond 64 bits (orjson would read floats), wherever a number can start.
+    b'{"n": 12345678901234567890123}',
+    b"[-9223372036854775809]",
+    b"[1, \n 99999999999999999999]",
+    b"  -99999999999999999999",
+    # Long digit runs that are no integer: in strings, a fraction, an exponent.
+    b'{"id": "req_1234567890123456789012", "note": "at:1234567890123456789012"}',
+    b"[1.12345678901234567890123, 1e0000000000000000001, 18446744073709551615]",
 ]
 
 
@@ -89,3 +97,20 @@ def test_registered_for_application_json_and_the_encoder_unchanged() -> None:
     content_type, encoding, encoded = serialization.dumps({"x": 1}, serializer="json")
     assert (content_type, encoding) == ("application/json", "utf-8")
     assert encoded == kombu_json.dumps({"x": 1})
+
+
+@pytest.mark.parametrize(
+    ("body", "long"),
+    [
+        (b'{"n": 1234567890123456789}', True),
+        (b'{"n":-1234567890123456789}', True),
+        (b"[0,\t1234567890123456789]", True),
+        (b"1234567890123456789", True),
+        (b'{"n": 123456789012345678}', False),  # 18 digits: within 64 bits
+        (b'{"id": "req_e1234567890123456789aa"}', False),
+        (b'{"x": 0.12345678901234567890}', False),
+        (b'{"x": 1e1234567890123456789}', False),
+    ],
+)
+def test_long_integers_are_found_where_a_number_starts(body: bytes, long: bool) -> None:
+    assert _long_integer(body) is long
