@@ -263,13 +263,13 @@ return 1
 # this one does little per request id. A hash of up to 512 small fields is a listpack (Redis's
 # default hash-max-listpack-entries), where finding a field is a scan from its start: the
 # unposted hash of an account at ~1,000 requests a second is such a hash, and reading a batch's
-# ids one by one (or by HMGET) scanned it once an id; 250 ids held Redis 0.6-0.9 ms. A hash of
-# up to 1,024 fields is therefore read whole (HGETALL, one scan), and the batch's ids found in
-# it are deleted in the order they were settled, which is the hash's own order: each is near its
-# start. A larger hash (a hashtable, where a field is found at once) is read by HMGET. Both
-# delete with HDEL, 500 ids a call. The costs leave the account's unposted sum in one HINCRBY,
-# flushed before the sum could pass 2^52 (Lua numbers are doubles: whole nano-dollars stay
-# exact up to 2^53).
+# ids one by one (or by HMGET) scanned it once an id; 250 ids held Redis ~0.9 ms (1.0-1.4 ms
+# under load, in its slow log). A hash of up to 1,024 fields is therefore read whole (HGETALL,
+# one scan), and the batch's ids found in it are deleted in the order they were settled, which
+# is the hash's own order: each is near its start. A larger hash (a hashtable, where a field is
+# found at once) is read by HMGET. Both delete with HDEL, 500 ids a call. The costs leave the
+# account's unposted sum in one HINCRBY, flushed before the sum could pass 2^52 (Lua numbers
+# are doubles: whole nano-dollars stay exact up to 2^53).
 POST_MANY = """
 local a = 1
 for k = 1, #KEYS, 2 do
